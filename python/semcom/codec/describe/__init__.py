@@ -1,0 +1,3 @@
+"""Describers: non-key region -> text. Importing this package registers the built-in backends."""
+
+from semcom.codec.describe import colour_layout  # noqa: F401  (registers backends)

@@ -1,0 +1,75 @@
+"""Classical key-tile codecs (Pillow WebP / JPEG): the offline baseline the learned codec must beat."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from semcom.codec.registry import register
+from semcom.constants import DEFAULT_KEY_QUALITY
+
+
+class _PillowTileCodec:
+    """Shared encode/decode; subclasses set the wire ``codec_id``, Pillow format and save options."""
+
+    codec_id: int
+    _format: str
+
+    def __init__(self, quality: int = DEFAULT_KEY_QUALITY):
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"quality must be in 1..100, got {quality}")
+        self.quality = int(quality)
+
+    def _save_options(self) -> dict:
+        return {"quality": self.quality}
+
+    def encode_tile(self, tile: np.ndarray) -> bytes:
+        """tile: (h, w, 3) uint8 RGB -> compressed bytes."""
+        from PIL import Image
+
+        tile = np.asarray(tile)
+        if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8 or 0 in tile.shape[:2]:
+            raise ValueError(f"tile must be non-empty (h, w, 3) uint8, got {tile.shape} {tile.dtype}")
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(tile)).save(buf, format=self._format, **self._save_options())
+        return buf.getvalue()
+
+    def decode_tile(self, data: bytes, height: int, width: int) -> np.ndarray:
+        """Returns (height, width, 3) uint8; any corrupt or mis-sized data raises ValueError."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(bytes(data)), formats=[self._format]) as im:
+                # Check the header's size before decoding, so a forged header cannot make us allocate.
+                if im.size != (width, height):
+                    raise ValueError(f"{self._format} tile is {im.size[0]}x{im.size[1]} (WxH), "
+                                     f"expected {width}x{height}")
+                tile = np.asarray(im.convert("RGB"))
+        except ValueError:
+            raise
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, ... on corrupt data
+            raise ValueError(f"corrupt {self._format} tile: {exc}") from exc
+        return tile
+
+
+@register("key", "webp")
+class WebPTileCodec(_PillowTileCodec):
+    """Lossy WebP: a quarter to a half fewer bytes than JPEG at equal PSNR on 64 px photo tiles."""
+
+    codec_id = 1
+    _format = "WEBP"
+
+    def _save_options(self) -> dict:
+        return {"quality": self.quality, "method": 6}     # slowest/best; still ~1 ms per 64 px tile
+
+
+@register("key", "jpeg")
+class JpegTileCodec(_PillowTileCodec):
+    """Baseline JPEG (4:2:0), for receivers without WebP and as a reference."""
+
+    codec_id = 2
+    _format = "JPEG"
+
+    def _save_options(self) -> dict:
+        return {"quality": self.quality, "optimize": True}

@@ -1,0 +1,265 @@
+"""Encoder and decoder pipelines: compose the registered stage backends; they own no models themselves.
+
+    image --regions--> key mask --key tiles--> KEY segment
+                               \\--describe--> text --text codec--> TEXT segment
+    frame --key tiles + text--> generate (background from text, key pixels blended in) --> image
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from semcom.codec import registry
+from semcom.codec.frame import SemanticFrame, TileTooLarge
+from semcom.codec.imageops import feather
+from semcom.codec.key import key_codec_name_for_id
+from semcom.codec.text import text_codec_name_for_id
+from semcom.constants import (
+    DEFAULT_MASK_BLOCK_PX,
+    DEFAULT_PDU_BYTES,
+    DEFAULT_TILE_PX,
+    MAX_IMAGE_SIDE_PX,
+    SEAM_FEATHER_PX,
+    TILE_PX_CHOICES,
+)
+
+# A coarse mask block is key when at least this share of its pixels is key: thin parts survive,
+# while a few stray pixels do not grow the key region by a whole block.
+MASK_BLOCK_KEY_SHARE = 0.25
+
+
+@dataclass
+class PipelineConfig:
+    """Which backend runs each stage, and its options. Plain data: loads from JSON/YAML presets."""
+
+    regions: str = "saliency"
+    regions_options: dict[str, Any] = field(default_factory=dict)
+    key: str = "webp"
+    key_options: dict[str, Any] = field(default_factory=dict)
+    describe: str = "colour_layout"
+    describe_options: dict[str, Any] = field(default_factory=dict)
+    text: str = "zlib"
+    text_options: dict[str, Any] = field(default_factory=dict)
+    generate: str = "render"
+    generate_options: dict[str, Any] = field(default_factory=dict)
+    tile_px: int = DEFAULT_TILE_PX
+    mask_block_px: int = DEFAULT_MASK_BLOCK_PX
+    pdu_bytes: int = DEFAULT_PDU_BYTES
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        config = cls(**data)
+        if config.tile_px not in TILE_PX_CHOICES:
+            raise ValueError(f"tile_px {config.tile_px} not one of {TILE_PX_CHOICES}")
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PipelineConfig:
+        """JSON, or YAML when the name ends in .yml/.yaml."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yml", ".yaml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a pipeline config is a mapping of stage names and options")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Encoded:
+    """What the encoder produced, with the intermediate results a user may want to look at."""
+
+    frame: SemanticFrame
+    key_mask: np.ndarray        # (H, W) bool, as the receiver will see it
+    description: str            # the non-key text before compression
+
+    def to_pdus(self, pdu_bytes: int = DEFAULT_PDU_BYTES) -> list[bytes]:
+        return self.frame.to_pdus(pdu_bytes)
+
+
+@dataclass
+class Reconstruction:
+    """The receiver's image and a report of which parts were received and which were generated."""
+
+    image: np.ndarray           # (H, W, 3) uint8
+    key_mask: np.ndarray        # (H, W) bool, the key region as sent
+    received_mask: np.ndarray   # (H, W) bool, key pixels that came from received tiles
+    tiles_expected: int
+    tiles_received: int
+    tiles_corrupt: int
+    description: str
+    text_lost: bool
+
+    @property
+    def generated_share(self) -> float:
+        """Share of the key region that had to be generated (lost or corrupt tiles)."""
+        key = int(self.key_mask.sum())
+        return 0.0 if key == 0 else 1.0 - float((self.received_mask & self.key_mask).sum()) / key
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Refuse what the stages cannot take, naming the problem."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+    h, w = image.shape[:2]
+    if not (1 <= h <= MAX_IMAGE_SIDE_PX and 1 <= w <= MAX_IMAGE_SIDE_PX):
+        raise ValueError(f"image of {w}x{h} pixels: each side must be 1..{MAX_IMAGE_SIDE_PX}")
+    return image
+
+
+def coarse_mask(key_mask: np.ndarray, block_px: int) -> np.ndarray:
+    """(H, W) bool -> (ceil(H/b), ceil(W/b)) bool: a block is key if enough of it is key."""
+    h, w = key_mask.shape
+    rows, cols = -(-h // block_px), -(-w // block_px)
+    padded = np.zeros((rows * block_px, cols * block_px), np.float32)
+    padded[:h, :w] = key_mask
+    share = padded.reshape(rows, block_px, cols, block_px).mean(axis=(1, 3))
+    blocks = share >= MASK_BLOCK_KEY_SHARE
+    if key_mask.any() and not blocks.any():
+        blocks[np.unravel_index(np.argmax(share), share.shape)] = True
+    return blocks
+
+
+def extend_edges(tile: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Replace pixels outside ``inside`` by their nearest inside pixel.
+
+    The receiver never shows those pixels, and a smooth extension costs the tile codec far fewer
+    bytes than the real background would.
+    """
+    if inside.all() or not inside.any():
+        return tile
+    _, (rows, cols) = ndimage.distance_transform_edt(~inside, return_indices=True)
+    return tile[rows, cols]
+
+
+def blend_alpha(key_mask: np.ndarray, received_area: np.ndarray, radius_px: float) -> np.ndarray:
+    """Alpha of the received pixels over the generated background, (H, W) float32 in [0, 1].
+
+    1 on every key pixel of a received tile (so the key region is exactly what the codec decoded),
+    falling to 0 across ``radius_px`` outside the key mask (the seam lies in the sent margin), and
+    feathered inside ``received_area`` where a neighbouring tile was lost.
+    """
+    outside_px = cv2.distanceTransform((~key_mask).astype(np.uint8), cv2.DIST_L2, 5)
+    t = np.clip(1.0 - outside_px / radius_px, 0.0, 1.0)
+    outward = t * t * (3.0 - 2.0 * t)
+    return (outward * feather(received_area, radius_px)).astype(np.float32)
+
+
+class SemanticEncoder:
+    """image -> SemanticFrame, using the backends the config names."""
+
+    def __init__(self, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        c = self.config
+        self.splitter = registry.create("regions", c.regions, **c.regions_options)
+        self.key_codec = registry.create("key", c.key, **c.key_options)
+        self.describer = registry.create("describe", c.describe, **c.describe_options)
+        self.text_codec = registry.create("text", c.text, **c.text_options)
+
+    def encode(self, image: np.ndarray, image_id: int = 0, key_mask: np.ndarray | None = None) -> Encoded:
+        """``key_mask`` (H, W) bool overrides the configured region splitter."""
+        image = check_image(image)
+        if key_mask is None:
+            key_mask = self.splitter.split(image)
+        key_mask = np.asarray(key_mask, bool)
+        if key_mask.shape != image.shape[:2]:
+            raise ValueError(f"key mask is {key_mask.shape[1]}x{key_mask.shape[0]}, "
+                             f"image is {image.shape[1]}x{image.shape[0]}")
+        h, w = key_mask.shape
+        blocks = coarse_mask(key_mask, self.config.mask_block_px)
+        description = self.describer.describe(image, key_mask)
+        text = self.text_codec.compress(description)
+
+        # Smaller tiles when one coded tile would overflow a PDU (very detailed key regions).
+        choices = [t for t in TILE_PX_CHOICES if t <= self.config.tile_px]
+        for tile_px in choices:
+            frame = SemanticFrame(image_id, w, h, tile_px, self.config.mask_block_px,
+                                  self.key_codec.codec_id, self.text_codec.codec_id, blocks, text=text)
+            coded = frame.coded_mask()
+            for index in frame.key_tile_indices():
+                y0, x0, y1, x1 = frame.tile_box(index)
+                tile = extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])
+                frame.key_tiles[index] = self.key_codec.encode_tile(np.ascontiguousarray(tile))
+            try:
+                frame.to_pdus(self.config.pdu_bytes)
+            except TileTooLarge:
+                if tile_px == choices[-1]:
+                    raise
+                continue
+            return Encoded(frame, frame.key_mask(), description)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+class SemanticDecoder:
+    """SemanticFrame (possibly partial) -> Reconstruction. Never raises on damaged content."""
+
+    def __init__(self, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        c = self.config
+        self.generator = registry.create("generate", c.generate, **c.generate_options)
+        self._codecs: dict[tuple[str, int], Any] = {}
+
+    def _codec(self, stage: str, codec_id: int):
+        """The backend that decodes ``codec_id``: the configured one (with its options) or by id."""
+        key = (stage, codec_id)
+        if key not in self._codecs:
+            name = key_codec_name_for_id(codec_id) if stage == "key" else text_codec_name_for_id(codec_id)
+            configured = self.config.key if stage == "key" else self.config.text
+            options = (self.config.key_options if stage == "key" else self.config.text_options) \
+                if name == configured else {}
+            self._codecs[key] = registry.create(stage, name, **options)
+        return self._codecs[key]
+
+    def decode(self, frame: SemanticFrame, seed: int | None = None) -> Reconstruction:
+        h, w = frame.height, frame.width
+        key_mask = frame.key_mask()
+        known = np.zeros((h, w, 3), np.uint8)
+        received_area = np.zeros((h, w), bool)    # pixels covered by a decoded tile
+        expected = frame.key_tile_indices()
+        corrupt = 0
+        try:
+            key_codec = self._codec("key", frame.key_codec_id)
+        except ValueError:
+            key_codec, corrupt = None, len(frame.key_tiles)     # unknown codec: every tile is generated
+        for index in expected:
+            if key_codec is None or index not in frame.key_tiles:
+                continue
+            y0, x0, y1, x1 = frame.tile_box(index)
+            try:
+                known[y0:y1, x0:x1] = key_codec.decode_tile(frame.key_tiles[index], y1 - y0, x1 - x0)
+            except ValueError:
+                corrupt += 1
+                continue
+            received_area[y0:y1, x0:x1] = True
+
+        description, text_lost = "", True
+        if frame.text is not None:
+            try:
+                description = self._codec("text", frame.text_codec_id).decompress(frame.text)
+                text_lost = False
+            except ValueError:
+                pass
+        radius_px = min(SEAM_FEATHER_PX, frame.mask_block_px)
+        alpha = blend_alpha(key_mask, received_area & frame.coded_mask(), radius_px)
+        image = self.generator.generate(description, known, alpha, seed=frame.image_id if seed is None else seed)
+        tiles_received = sum(1 for i in expected if i in frame.key_tiles) - corrupt
+        return Reconstruction(image, key_mask, received_area & key_mask, len(expected), max(tiles_received, 0), corrupt,
+                              description, text_lost)

@@ -1,0 +1,67 @@
+"""The interface of each codec stage. Backends implement one of these; shapes are documented here once.
+
+Images are ``np.ndarray`` of shape (H, W, 3), dtype uint8, RGB. Masks are (H, W) bool unless noted.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class RegionSplitter(Protocol):
+    """Image -> key mask: True where the pixel belongs to the object that matters."""
+
+    def split(self, image: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class KeyTileCodec(Protocol):
+    """One key-region tile <-> bytes. Tiles are coded independently so that a lost PDU costs one tile.
+
+    ``codec_id`` (0..255) goes on the wire so the receiver can refuse a frame coded with a codec it lacks.
+    """
+
+    codec_id: int
+
+    def encode_tile(self, tile: np.ndarray) -> bytes:
+        """tile: (h, w, 3) uint8 with h, w <= the frame's tile size."""
+        ...
+
+    def decode_tile(self, data: bytes, height: int, width: int) -> np.ndarray:
+        """Returns (height, width, 3) uint8; raises ValueError on corrupt data or a shape mismatch."""
+        ...
+
+
+@runtime_checkable
+class Describer(Protocol):
+    """Non-key region -> text a generator can paint from (image-to-text)."""
+
+    def describe(self, image: np.ndarray, key_mask: np.ndarray) -> str: ...
+
+
+@runtime_checkable
+class TextCodec(Protocol):
+    """Text <-> bytes. ``codec_id`` goes on the wire."""
+
+    codec_id: int
+
+    def compress(self, text: str) -> bytes: ...
+
+    def decompress(self, data: bytes) -> str:
+        """Raises ValueError on corrupt or oversized data."""
+        ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Text + the pixels the receiver knows -> a full image.
+
+    ``known``: (H, W, 3) uint8, meaningful where ``known_alpha`` > 0.
+    ``known_alpha``: (H, W) float32 in [0, 1], 1 = keep the known pixel, 0 = generate.
+    Returns (H, W, 3) uint8 where known pixels are blended over the generated background.
+    """
+
+    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0) -> np.ndarray: ...

@@ -1,0 +1,21 @@
+"""Numbers shared by the codec, the wire format and the radio layer, kept in one place."""
+
+# Wire format (see semcom.codec.frame)
+PDU_MAGIC = b"SM"
+FRAME_MAGIC = b"SMFR"
+WIRE_VERSION = 1
+MAX_IMAGE_SIDE_PX = 8192          # width/height above this are refused before any allocation
+MAX_PDUS_PER_FRAME = 4096
+MAX_TEXT_BYTES = 1024             # compressed non-key text
+MAX_TEXT_CHARS = 4096             # decompressed non-key text (bounds zlib expansion)
+MAX_MASK_BYTES = 65535
+
+# Codec defaults
+DEFAULT_PDU_BYTES = 1000          # payload of one radio packet, header included
+DEFAULT_TILE_PX = 64              # key-region tiles are coded independently so a lost PDU costs one tile
+TILE_PX_CHOICES = (64, 32, 16)    # encoder falls back to smaller tiles when one tile overflows a PDU
+DEFAULT_MASK_BLOCK_PX = 8         # key mask travels at 1/8 resolution
+DEFAULT_KEY_QUALITY = 90          # 1..100, quality knob of the classical key codec
+DEFAULT_KEY_FRACTION = 0.25       # share of the image the saliency splitter keeps as key
+HEADER_REPEATS = 2                # the header PDU is sent twice: without it nothing can be drawn
+SEAM_FEATHER_PX = 6               # width of the blend between key pixels and generated background
