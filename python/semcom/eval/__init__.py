@@ -1,0 +1,1 @@
+"""Metrics, baselines and sweeps over the codec and the radio chain."""

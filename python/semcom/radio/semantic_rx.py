@@ -1,0 +1,140 @@
+"""semantic_rx: semcom PDUs in -> reconstructed images out (file and message)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pmt
+from gnuradio import gr
+
+from semcom.codec.frame import FrameAssembler, SemanticFrame
+from semcom.codec.imageio import save_png
+from semcom.codec.pipeline import PipelineConfig, Reconstruction, SemanticDecoder
+from semcom.radio.pdu import from_pdu, to_pdu
+from semcom.radio.semantic_tx import load_config
+
+# How often the reassembly timer looks for frames that stopped receiving PDUs.
+_TIMER_PERIOD_S = 0.05
+_KEPT_RECONSTRUCTIONS = 16
+
+
+class semantic_rx(gr.basic_block):
+    """Reassembles PDUs into frames, decodes them and publishes the images.
+
+    A frame is decoded when all its PDUs arrived, or ``timeout_s`` after its last PDU (lost parts are
+    generated). Malformed PDUs and frames whose header never came are counted and dropped.
+    ``output_path`` may contain ``{image_id}``; empty = no file. Output ``image`` carries
+    pmt.cons(report dict, PNG bytes); ``info`` carries the running counters after each image.
+    """
+
+    def __init__(self, output_path: str = "", config: PipelineConfig | str | None = None,
+                 timeout_s: float = 1.0, max_open_frames: int = 8):
+        gr.basic_block.__init__(self, name="semantic_rx", in_sig=None, out_sig=None)
+        self.log = gr.logger("semcom.semantic_rx")
+        self.output_path = output_path
+        self.decoder = SemanticDecoder(load_config(config))
+        self.assembler = FrameAssembler(timeout_s=timeout_s, max_open_frames=max_open_frames)
+        self.reconstructions: deque[tuple[int, Reconstruction]] = deque(maxlen=_KEPT_RECONSTRUCTIONS)
+        self.images_out = 0
+        self.decode_errors = 0
+        self.last_pdu_s = 0.0                   # time.monotonic() of the last PDU in
+        self.image_ready = threading.Condition()
+        self._lock = threading.Lock()          # the assembler is fed by the handler and the timer
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self.message_port_register_in(pmt.intern("pdus"))
+        self.message_port_register_out(pmt.intern("image"))
+        self.message_port_register_out(pmt.intern("info"))
+        self.set_msg_handler(pmt.intern("pdus"), self._handle_pdu)
+
+    @property
+    def stats(self) -> dict:
+        s = self.assembler.stats
+        return {"pdus_accepted": s.pdus_accepted, "pdus_duplicate": s.pdus_duplicate,
+                "pdus_dropped": s.pdus_dropped, "frames_complete": s.frames_complete,
+                "frames_partial": s.frames_partial, "frames_without_header": s.frames_without_header,
+                "images_out": self.images_out, "decode_errors": self.decode_errors}
+
+    def start(self):
+        self._stop.clear()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic_rx")
+        self._timer = threading.Thread(target=self._expire_loop, name="semantic_rx_timer", daemon=True)
+        self._timer.start()
+        return True
+
+    def stop(self):
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+        return True
+
+    def push_pdu(self, payload: bytes) -> None:
+        """Feed one raw PDU (also used by the message handler)."""
+        self.last_pdu_s = time.monotonic()
+        with self._lock:
+            frames = self.assembler.push(payload)
+        self._decode_later(frames)
+
+    def flush(self) -> None:
+        """Decode every pending frame now (end of a stream)."""
+        with self._lock:
+            frames = self.assembler.flush_all()
+        self._decode_later(frames)
+
+    def _handle_pdu(self, msg):
+        try:
+            _meta, payload = from_pdu(msg)
+        except ValueError:
+            with self._lock:
+                self.assembler.stats.pdus_dropped += 1
+            return
+        self.push_pdu(payload)
+
+    def _expire_loop(self):
+        while not self._stop.wait(_TIMER_PERIOD_S):
+            with self._lock:
+                frames = self.assembler.flush_expired()
+            self._decode_later(frames)
+
+    def _decode_later(self, frames: list[SemanticFrame]) -> None:
+        for frame in frames:
+            if self._worker is None:        # not started (direct use from Python): decode inline
+                self._decode_and_publish(frame)
+            else:
+                self._worker.submit(self._decode_and_publish, frame)
+
+    def _decode_and_publish(self, frame: SemanticFrame) -> None:
+        try:
+            recon = self.decoder.decode(frame)
+            png = save_png(recon.image)
+        except Exception as exc:    # a generator backend failing must not take the flowgraph down
+            self.decode_errors += 1
+            self.log.error(f"image {frame.image_id}: decoding failed: {exc!r}")
+            return
+        report = {"image_id": frame.image_id, "width": frame.width, "height": frame.height,
+                  "tiles_expected": recon.tiles_expected, "tiles_received": recon.tiles_received,
+                  "tiles_corrupt": recon.tiles_corrupt, "text_lost": recon.text_lost,
+                  "generated_share": round(recon.generated_share, 4), "description": recon.description}
+        if self.output_path:
+            path = Path(self.output_path.format(image_id=frame.image_id))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            report["path"] = str(path)
+        with self.image_ready:
+            self.reconstructions.append((frame.image_id, recon))
+            self.images_out += 1
+            self.image_ready.notify_all()
+        self.message_port_pub(pmt.intern("image"), to_pdu(png, report))
+        self.message_port_pub(pmt.intern("info"), pmt.to_pmt(self.stats))
+
+    def wait_for_images(self, count: int, timeout_s: float) -> bool:
+        """Block the caller (not the scheduler) until ``count`` images came out; False on timeout."""
+        with self.image_ready:
+            return self.image_ready.wait_for(lambda: self.images_out >= count, timeout=timeout_s)

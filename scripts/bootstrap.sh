@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for gr-semcom, then run the demo or the tests.
+#   bash scripts/bootstrap.sh demo   # loopback flowgraph on a bundled photo -> out/demo/
+#   bash scripts/bootstrap.sh test   # the whole test suite
+# Idempotent: apt runs only when GNU Radio (or cmake) is missing, pip only when the pins changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action="${1:-test}"; shift || true
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+/usr/bin/python3 -c "import gnuradio.gr, gnuradio.digital, gnuradio.fec, gnuradio.channels, pmt" 2>/dev/null \
+    || apt_packages+=(gnuradio)
+/usr/bin/python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
+command -v cmake >/dev/null || apt_packages+=(cmake)
+command -v make >/dev/null || apt_packages+=(make)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${apt_packages[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${apt_packages[@]}" python3-venv >/dev/null
+fi
+
+# GNU Radio's Python bindings live in Debian's interpreter: the venv must see its site-packages.
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv from /usr/bin/python3 --system-site-packages"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=".venv/.semcom-installed"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing pinned Python packages (requirements.txt)"
+    .venv/bin/python -m pip install -q --upgrade "pip>=23"
+    .venv/bin/python -m pip install -q -r requirements.txt
+    .venv/bin/python -m pip install -q --no-deps -e .
+    echo "$want" > "$stamp"
+fi
+
+case "$action" in
+    demo)
+        .venv/bin/semcom loopback --snr-db 20 --out out/demo "$@"
+        ;;
+    test)
+        .venv/bin/python -m pytest -q -ra "$@"
+        ;;
+    setup)
+        ;;
+    *)
+        echo "usage: bash scripts/bootstrap.sh demo|test|setup [args...]" >&2
+        exit 2
+        ;;
+esac
