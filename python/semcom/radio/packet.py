@@ -1,0 +1,414 @@
+"""Burst packet modem built from GNU Radio's own gr-digital / gr-fec / gr-pdu blocks.
+
+Modelled on GNU Radio's ``examples/digital/packet`` (packet_tx / packet_rx), written as
+plain Python hier blocks so that the modulation and the payload FEC can be chosen by name.
+
+Frame on air (symbol rate, before the RRC pulse shaping)::
+
+    ramp-up | header (BPSK, repetition-3) | payload + CRC32 (FEC, payload constellation) | ramp-down | zeros
+
+The header is always BPSK so packet detection does not depend on the payload modulation.
+For QPSK/16-QAM the header BPSK points lie on the diagonal, i.e. they are a subset of the
+payload constellation, so a single 4th-order Costas loop tracks phase through header and
+payload of a burst; the absolute phase (Costas ambiguity) is reset on every burst from the
+``phase_est`` tag of the access-code correlator.
+"""
+
+import math
+
+import numpy as np
+import pmt
+from gnuradio import analog, blocks, digital, fec, filter, gr, pdu
+from gnuradio.filter import firdes
+
+MODULATIONS = ("bpsk", "qpsk", "16qam")
+FEC_CODES = ("cc", "repetition", "none")
+
+ACCESS_CODE = digital.packet_utils.default_access_code  # 64 bits
+ACCESS_CODE_THRESHOLD = 3  # access-code bit errors tolerated by the header parser
+HEADER_REPETITION = 3  # header FEC: repetition code, as in the loopback example
+CRC_BYTES = 4
+
+CC_CONSTRAINT_LENGTH = 7
+CC_RATE = 2
+CC_POLYS = [109, 79]
+PAYLOAD_REPETITION = 3
+
+NFILTS = 32  # polyphase filter arms of the resampler and the clock recovery
+TX_RRC_SPAN_SYMBOLS = 5
+RX_RRC_SPAN_SYMBOLS = 11
+
+BURST_RAMP_LENGTH = 20  # Hann ramp length in symbols; burst_shaper inserts phasing symbols there
+BURST_TAIL_MARGIN_SYMBOLS = 512  # extra silence after each burst, on top of the RX block sizes
+
+CLOCK_LOOP_BW = 2 * math.pi / 400
+CLOCK_MAX_DEVIATION = 1.5
+# 16-QAM's off-diagonal points add self-noise to the Costas detector: it needs a narrower loop.
+# Soft decisions come from a look-up table built for this noise power: the default (1.0, far above
+# any usable SNR) makes 16-QAM's inner-bit LLRs so flat that noise flips their sign although the
+# symbol decision is right. The LLRs are then scaled and clipped to +-1: gr-fec's async decoders
+# map a float x to the byte 127 + 48x, which wraps around for |x| > 2.6.
+SOFT_DECISION_NOISE_POWER = 0.2
+SOFT_DECISION_LUT_BITS = 8
+SOFT_DECISION_SCALE = 0.25
+COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 1600}
+CORRELATOR_THRESHOLD = 0.5  # of the noise-free peak power: tolerates ~1e-3 cycles/sample offset
+# Correlator tag -> first header symbol at the clock-sync output, measured per samples/symbol
+# (like the mark_delays table of GNU Radio's packet_rx example; depends on the filter lengths).
+MARK_DELAY_SYMBOLS = {2: 11, 4: 10, 8: 9}
+
+LENGTH_TAG = "packet_len"
+PAYLOAD_SYMBOLS_TAG = "payload symbols"
+
+_BITS_PER_SYMBOL = {"bpsk": 1, "qpsk": 2, "16qam": 4}
+
+
+def bits_per_symbol(modulation):
+    """Payload bits carried by one channel symbol."""
+    _check_choice(modulation, MODULATIONS, "modulation")
+    return _BITS_PER_SYMBOL[modulation]
+
+
+def _check_choice(value, choices, what):
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {choices}")
+
+
+def _diagonal_bpsk():
+    """BPSK on the 45 degree diagonal: a subset of QPSK/16-QAM corners' directions."""
+    a = 1 / math.sqrt(2)
+    return digital.constellation_calcdist([complex(-a, -a), complex(a, a)], [0, 1], 2, 1).base()
+
+
+def _payload_constellation(modulation):
+    """Unit average energy constellations so that one SNR definition serves all of them."""
+    if modulation == "bpsk":
+        return digital.constellation_calcdist([-1 + 0j, 1 + 0j], [0, 1], 2, 1).base()
+    if modulation == "qpsk":
+        points = [p / math.sqrt(2) for p in digital.psk_4()[0]]
+        return digital.constellation_calcdist(points, list(range(4)), 4, 1).base()
+    points = digital.constellation_16qam().points()
+    return digital.constellation_calcdist(points, list(range(16)), 4, 1).base()
+
+
+def _header_constellation(modulation):
+    if modulation == "bpsk":
+        return _payload_constellation("bpsk")
+    return _diagonal_bpsk()
+
+
+def _header_format(modulation):
+    return digital.header_format_default(ACCESS_CODE, ACCESS_CODE_THRESHOLD, bits_per_symbol(modulation))
+
+
+def _frame_bits(mtu_bytes):
+    """Largest FEC frame: an MTU-sized PDU plus its CRC32."""
+    return (mtu_bytes + CRC_BYTES) * 8
+
+
+def _payload_encoder(fec_code, mtu_bytes):
+    frame_bits = _frame_bits(mtu_bytes)
+    if fec_code == "cc":
+        return fec.cc_encoder_make(frame_bits, CC_CONSTRAINT_LENGTH, CC_RATE, CC_POLYS, 0,
+                                   fec.CC_TERMINATED, False)
+    if fec_code == "repetition":
+        return fec.repetition_encoder_make(frame_bits, PAYLOAD_REPETITION)
+    return fec.dummy_encoder_make(frame_bits)
+
+
+def _payload_decoder(fec_code, mtu_bytes):
+    frame_bits = _frame_bits(mtu_bytes)
+    if fec_code == "cc":
+        return fec.cc_decoder.make(frame_bits, CC_CONSTRAINT_LENGTH, CC_RATE, CC_POLYS, 0, -1,
+                                   fec.CC_TERMINATED, False)
+    if fec_code == "repetition":
+        return fec.repetition_decoder.make(frame_bits, PAYLOAD_REPETITION, 0.5)
+    return fec.dummy_decoder.make(frame_bits)
+
+
+def _encoded_payload_bytes(pdu_len_bytes, fec_code):
+    """Length of the FEC-coded PDU+CRC, i.e. what the header announces."""
+    data_bits = (pdu_len_bytes + CRC_BYTES) * 8
+    if fec_code == "cc":
+        coded_bits = CC_RATE * (data_bits + CC_CONSTRAINT_LENGTH - 1)
+        return coded_bits // 8  # unpadded: the async encoder drops the tail's last half byte
+    if fec_code == "repetition":
+        return data_bits * PAYLOAD_REPETITION // 8
+    return data_bits // 8
+
+
+def _header_symbols():
+    return _header_format("bpsk").header_nbits() * HEADER_REPETITION
+
+
+def channel_symbols_for(pdu_len_bytes, modulation, fec_code):
+    """Channel symbols one PDU occupies on air: ramps, header, FEC-coded payload+CRC.
+
+    The silent tail padding after each burst is not counted: it carries no energy.
+    """
+    _check_choice(fec_code, FEC_CODES, "fec_code")
+    payload_bits = _encoded_payload_bytes(pdu_len_bytes, fec_code) * 8
+    payload_symbols = -(-payload_bits // bits_per_symbol(modulation))
+    return BURST_RAMP_LENGTH + _header_symbols() + payload_symbols
+
+
+def _tx_rrc_taps(samples_per_symbol, excess_bw):
+    """Prototype filter of the polyphase resampler, running at NFILTS x the symbol rate."""
+    return firdes.root_raised_cosine(NFILTS, NFILTS, 1.0, excess_bw,
+                                     TX_RRC_SPAN_SYMBOLS * samples_per_symbol * NFILTS)
+
+
+def _rx_rrc_taps(samples_per_symbol, excess_bw):
+    return firdes.root_raised_cosine(NFILTS, NFILTS * samples_per_symbol, 1.0, excess_bw,
+                                     RX_RRC_SPAN_SYMBOLS * samples_per_symbol * NFILTS)
+
+
+def _tx_filter_delay(samples_per_symbol, excess_bw):
+    taps_per_filter = len(_tx_rrc_taps(samples_per_symbol, excess_bw)) / NFILTS
+    return int(1 + (taps_per_filter - 1) // 2)
+
+
+def tx_output_power(samples_per_symbol, excess_bw=0.35):
+    """Mean power per complex output sample of packet_tx for unit-energy i.i.d. symbols.
+
+    The resampler visits the polyphase arms 0, NFILTS/sps, 2*NFILTS/sps, ...; each output
+    sample's power is the energy of its arm.
+    """
+    taps = np.asarray(_tx_rrc_taps(samples_per_symbol, excess_bw))
+    arms = [taps[(k * NFILTS) // samples_per_symbol::NFILTS] for k in range(samples_per_symbol)]
+    return float(np.mean([np.sum(arm ** 2) for arm in arms]))
+
+
+def noise_voltage_for_snr(snr_db, modulation, samples_per_symbol, excess_bw=0.35):
+    """``channels.channel_model`` noise_voltage giving a per-symbol SNR Es/N0 of ``snr_db``.
+
+    Definition: Es = P * sps, with P the mean power of a TX burst sample (all constellations
+    have unit mean symbol energy, so P does not depend on ``modulation``); N0 = noise_voltage**2,
+    the complex noise power per sample over the full sample-rate bandwidth.
+    """
+    _check_choice(modulation, MODULATIONS, "modulation")
+    symbol_energy = tx_output_power(samples_per_symbol, excess_bw) * samples_per_symbol
+    return math.sqrt(symbol_energy / 10 ** (snr_db / 10))
+
+
+def _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols):
+    return channel_symbols_for(mtu_bytes, modulation, fec_code) + tail_symbols
+
+
+def _reserve(block, items, port=0):
+    """Let ``items`` fit in one call: tagged-stream blocks handle a whole burst at once and the
+    scheduler only offers half an output buffer. The port is explicit because the port-less
+    overload is a silent no-op on some blocks (e.g. chunks_to_symbols)."""
+    block.set_min_output_buffer(port, 2 * items)
+
+
+def _preamble_bits():
+    """Access code as it appears on air: each bit repeated by the header repetition code."""
+    return [int(b) for b in ACCESS_CODE for _ in range(HEADER_REPETITION)]
+
+
+def _tx_pulse(samples_per_symbol, excess_bw):
+    """Pulse the polyphase resampler effectively applies at the output rate."""
+    prototype = np.asarray(_tx_rrc_taps(samples_per_symbol, excess_bw))
+    arms = np.round(np.arange(0, len(prototype), NFILTS / samples_per_symbol)).astype(int)
+    return prototype[arms[arms < len(prototype)]]
+
+
+def _modulated_preamble(modulation, samples_per_symbol, excess_bw):
+    """Access-code waveform exactly as packet_tx emits it, so the absolute correlator threshold
+    is a fraction of the peak a unit-gain channel produces."""
+    points = _header_constellation(modulation).points()
+    symbols = np.array([points[b] for b in _preamble_bits()], dtype=np.complex64)
+    upsampled = np.zeros(len(symbols) * samples_per_symbol, dtype=np.complex64)
+    upsampled[::samples_per_symbol] = symbols
+    waveform = np.convolve(upsampled, _tx_pulse(samples_per_symbol, excess_bw))[:len(upsampled)]
+    return list(waveform)
+
+
+def _correlator(modulation, samples_per_symbol, excess_bw, mark_delay=0):
+    return digital.corr_est_cc(_modulated_preamble(modulation, samples_per_symbol, excess_bw),
+                               samples_per_symbol, mark_delay, CORRELATOR_THRESHOLD,
+                               digital.THRESHOLD_ABSOLUTE)
+
+
+def _tail_symbols(modulation, samples_per_symbol, excess_bw):
+    """Silence after a burst that pushes it through the RX: the correlator's FFT filter only
+    releases whole blocks of samples, and the matched filter needs its span."""
+    block_samples = _correlator(modulation, samples_per_symbol, excess_bw).output_multiple()
+    return -(-block_samples // samples_per_symbol) + RX_RRC_SPAN_SYMBOLS + BURST_TAIL_MARGIN_SYMBOLS
+
+
+class packet_tx(gr.hier_block2):
+    """PDUs (message port 'in', pmt.cons(meta, u8vector)) -> complex baseband bursts (stream output 0)."""
+
+    def __init__(self, modulation="qpsk", fec_code="cc", samples_per_symbol=2, excess_bw=0.35,
+                 mtu_bytes=1500):
+        gr.hier_block2.__init__(self, "semcom_packet_tx", gr.io_signature(0, 0, 0),
+                                gr.io_signature(1, 1, gr.sizeof_gr_complex))
+        _check_choice(modulation, MODULATIONS, "modulation")
+        _check_choice(fec_code, FEC_CODES, "fec_code")
+        self.message_port_register_hier_in("in")
+
+        hdr_const = _header_constellation(modulation)
+        pld_const = _payload_constellation(modulation)
+        tail_symbols = _tail_symbols(modulation, samples_per_symbol, excess_bw)
+        max_symbols = _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols)
+
+        self.crc = digital.crc32_async_bb(False)
+        self.payload_encoder = fec.async_encoder(_payload_encoder(fec_code, mtu_bytes), True, False,
+                                                 False, mtu_bytes + CRC_BYTES)
+        self.formatter = digital.protocol_formatter_async(_header_format(modulation))
+        header_bytes = _header_format(modulation).header_nbits() // 8
+        self.header_encoder = fec.async_encoder(
+            fec.repetition_encoder_make(header_bytes * 8, HEADER_REPETITION), True, False, False,
+            header_bytes)
+
+        self.msg_connect(self, "in", self.crc, "in")
+        self.msg_connect(self.crc, "out", self.payload_encoder, "in")
+        self.msg_connect(self.payload_encoder, "out", self.formatter, "in")
+        self.msg_connect(self.formatter, "header", self.header_encoder, "in")
+
+        self.header_modulator = self._modulator(hdr_const, max_symbols)
+        self.payload_modulator = self._modulator(pld_const, max_symbols)
+        self.msg_connect(self.header_encoder, "out", self.header_modulator[0], "pdus")
+        self.msg_connect(self.formatter, "payload", self.payload_modulator[0], "pdus")
+
+        self.mux = blocks.tagged_stream_mux(gr.sizeof_gr_complex, LENGTH_TAG, 0)
+        _reserve(self.mux, max_symbols)
+        filter_delay = _tx_filter_delay(samples_per_symbol, excess_bw)
+        self.shaper = digital.burst_shaper_cc(firdes.window(filter.window.WIN_HANN, BURST_RAMP_LENGTH, 0),
+                                              0, filter_delay + tail_symbols, True, LENGTH_TAG)
+        _reserve(self.shaper, max_symbols + filter_delay)
+        self.resampler = filter.pfb_arb_resampler_ccf(samples_per_symbol,
+                                                      _tx_rrc_taps(samples_per_symbol, excess_bw),
+                                                      NFILTS)
+        self.resampler.declare_sample_delay(filter_delay)
+        self.burst_length = blocks.tagged_stream_multiply_length(gr.sizeof_gr_complex, LENGTH_TAG,
+                                                                 samples_per_symbol)
+        _reserve(self.burst_length, (max_symbols + filter_delay) * samples_per_symbol)
+
+        self.connect(self.header_modulator[-1], (self.mux, 0))
+        self.connect(self.payload_modulator[-1], (self.mux, 1))
+        self.connect(self.mux, self.shaper, self.resampler, self.burst_length, self)
+
+    def _modulator(self, constellation, max_symbols):
+        """PDU bytes -> constellation symbols, as a tagged stream; returns the block chain."""
+        chain = [
+            pdu.pdu_to_tagged_stream(gr.types.byte_t, LENGTH_TAG),
+            blocks.repack_bits_bb(8, constellation.bits_per_symbol(), LENGTH_TAG, False,
+                                  gr.GR_MSB_FIRST),
+            digital.chunks_to_symbols_bc(constellation.points(), 1),
+        ]
+        for block in chain[1:]:
+            _reserve(block, max_symbols)
+        self.connect(*chain)
+        return chain
+
+
+class _packet_counter(gr.basic_block):
+    """Counts messages on its ports: headers parsed, payloads decoded, payloads passing CRC."""
+
+    PORTS = ("headers", "decoded", "passed")
+
+    def __init__(self):
+        gr.basic_block.__init__(self, "semcom_packet_counter", None, None)
+        self.counts = dict.fromkeys(self.PORTS, 0)
+        for port in self.PORTS:
+            self.message_port_register_in(pmt.intern(port))
+        self.set_msg_handler(pmt.intern("headers"), self._on_header)
+        self.set_msg_handler(pmt.intern("decoded"), self._on_decoded)
+        self.set_msg_handler(pmt.intern("passed"), self._on_passed)
+
+    def _on_header(self, msg):
+        if pmt.is_dict(msg):  # the parser emits #f for headers it rejects
+            self.counts["headers"] += 1
+
+    def _on_decoded(self, msg):
+        self.counts["decoded"] += 1
+
+    def _on_passed(self, msg):
+        self.counts["passed"] += 1
+
+
+class packet_rx(gr.hier_block2):
+    """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters."""
+
+    def __init__(self, modulation="qpsk", fec_code="cc", samples_per_symbol=2, excess_bw=0.35,
+                 mtu_bytes=1500):
+        gr.hier_block2.__init__(self, "semcom_packet_rx",
+                                gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
+        _check_choice(modulation, MODULATIONS, "modulation")
+        _check_choice(fec_code, FEC_CODES, "fec_code")
+        self.message_port_register_hier_out("out")
+
+        hdr_const = _header_constellation(modulation)
+        pld_const = _payload_constellation(modulation)
+        pld_const.gen_soft_dec_lut(SOFT_DECISION_LUT_BITS, SOFT_DECISION_NOISE_POWER)
+        hdr_format = _header_format(modulation)
+        tail_symbols = _tail_symbols(modulation, samples_per_symbol, excess_bw)
+        max_symbols = _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols)
+        if samples_per_symbol not in MARK_DELAY_SYMBOLS:
+            raise ValueError(f"samples_per_symbol must be one of {sorted(MARK_DELAY_SYMBOLS)}")
+        mark_delay = MARK_DELAY_SYMBOLS[samples_per_symbol] * samples_per_symbol
+
+        self.correlator = _correlator(modulation, samples_per_symbol, excess_bw, mark_delay)
+        self.clock_sync = digital.pfb_clock_sync_ccf(
+            samples_per_symbol, CLOCK_LOOP_BW, _rx_rrc_taps(samples_per_symbol, excess_bw), NFILTS,
+            NFILTS // 2, CLOCK_MAX_DEVIATION, 1)
+        self.costas = digital.costas_loop_cc(COSTAS_LOOP_BW[modulation], 2 if modulation == "bpsk" else 4,
+                                             False)
+        header_len = hdr_format.header_nbits() * HEADER_REPETITION
+        self.demux = digital.header_payload_demux(
+            header_len, 1, 0, PAYLOAD_SYMBOLS_TAG, "time_est", True, gr.sizeof_gr_complex,
+            "rx_time", 1, [], 0)
+        for port in (0, 1):  # the scheduler asks every output for room for a whole payload
+            _reserve(self.demux, max_symbols, port)
+        self.demux.set_log_level("warn")  # it logs every rejected (noise-triggered) header
+        _reserve(self.costas, max_symbols)  # the demux takes a whole payload from this buffer
+        self.connect(self, self.correlator, self.clock_sync, self.costas, self.demux)
+
+        self.header_soft = digital.constellation_soft_decoder_cf(hdr_const)
+        self.header_decoder = fec.decoder(
+            fec.repetition_decoder.make(hdr_format.header_nbits(), HEADER_REPETITION, 0.5),
+            gr.sizeof_float, gr.sizeof_char)
+        self.parser = digital.protocol_parser_b(hdr_format)
+        self.connect((self.demux, 0), self.header_soft, self.header_decoder, self.parser)
+        self.msg_connect(self.parser, "info", self.demux, "header_data")
+
+        max_soft_bits = max_symbols * pld_const.bits_per_symbol()
+        self.payload_soft = digital.constellation_soft_decoder_cf(pld_const)
+        _reserve(self.payload_soft, max_soft_bits)
+        self.soft_length = blocks.tagged_stream_multiply_length(
+            gr.sizeof_float, PAYLOAD_SYMBOLS_TAG, pld_const.bits_per_symbol())
+        _reserve(self.soft_length, max_soft_bits)
+        self.to_pdu = pdu.tagged_stream_to_pdu(gr.types.float_t, PAYLOAD_SYMBOLS_TAG)
+        self.soft_scale = blocks.multiply_const_ff(SOFT_DECISION_SCALE)
+        self.soft_clip = analog.rail_ff(-1.0, 1.0)
+        for block in (self.soft_scale, self.soft_clip):
+            _reserve(block, max_soft_bits)
+        self.connect((self.demux, 1), self.payload_soft, self.soft_scale, self.soft_clip, self.soft_length,
+                     self.to_pdu)
+
+        self.payload_decoder = fec.async_decoder(_payload_decoder(fec_code, mtu_bytes), True, False,
+                                                 mtu_bytes + CRC_BYTES)
+        self.crc = digital.crc32_async_bb(True)
+        self.msg_connect(self.to_pdu, "pdus", self.payload_decoder, "in")
+        self.msg_connect(self.payload_decoder, "out", self.crc, "in")
+        self.msg_connect(self.crc, "out", self, "out")
+
+        self.counter = _packet_counter()
+        self.msg_connect(self.parser, "info", self.counter, "headers")
+        self.msg_connect(self.payload_decoder, "out", self.counter, "decoded")
+        self.msg_connect(self.crc, "out", self.counter, "passed")
+
+    def packets_ok(self):
+        """PDUs delivered (CRC32 passed)."""
+        return self.counter.counts["passed"]
+
+    def packets_failed_crc(self):
+        """Payloads that were received after a valid header but failed the CRC32."""
+        return self.counter.counts["decoded"] - self.counter.counts["passed"]
+
+    def headers_detected(self):
+        """Valid headers parsed (bursts detected)."""
+        return self.counter.counts["headers"]
