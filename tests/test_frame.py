@@ -199,3 +199,13 @@ def test_tiles_cover_the_coded_mask():
     assert coded[frame.key_mask()].all(), "the coded mask contains the key mask"
     assert covered[coded].all(), "every coded pixel lies in a sent tile"
     assert coded.sum() > frame.key_mask().sum()
+
+
+def test_header_beyond_the_pixel_budget_is_dropped():
+    frame = make_frame()
+    header_pdu = frame.to_pdus(300)[0]
+    side = (8000).to_bytes(2, "big")      # each side within the limit, the product far beyond it
+    forged = header_pdu[: PDU_HEADER.size] + side + side + header_pdu[PDU_HEADER.size + 4:]
+    assembler = FrameAssembler()
+    assert assembler.push(forged) == []
+    assert assembler.stats.pdus_dropped == 1 and "exceeds the limit" in assembler.last_error

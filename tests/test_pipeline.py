@@ -134,3 +134,11 @@ def test_config_files_and_unknown_keys(tmp_path):
         PipelineConfig.from_dict({"keyy": "webp"})
     with pytest.raises(KeyError, match="no key backend named"):
         SemanticEncoder(PipelineConfig(key="nope"))
+
+
+def test_receiver_builds_only_shipped_or_configured_codecs(chelsea, encoder, decoder):
+    (frame,) = through_pdus(encoder.encode(chelsea))
+    frame.key_codec_id = 4          # sd-vae: a model this receiver was not configured for
+    recon = decoder.decode(frame)
+    assert recon.generated_share == 1.0
+    assert "not enabled on this receiver" in decoder._codecs[("key", 4)]

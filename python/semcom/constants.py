@@ -5,6 +5,7 @@ PDU_MAGIC = b"SM"
 FRAME_MAGIC = b"SMFR"
 WIRE_VERSION = 1
 MAX_IMAGE_SIDE_PX = 8192          # width/height above this are refused before any allocation
+MAX_IMAGE_PIXELS = 3840 * 2160    # total pixels (4K UHD): a forged header must not make the receiver allocate GBs
 MAX_PDUS_PER_FRAME = 4096
 MAX_TEXT_BYTES = 1024             # compressed non-key text
 MAX_TEXT_CHARS = 4096             # decompressed non-key text (bounds zlib expansion)

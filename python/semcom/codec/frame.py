@@ -32,11 +32,11 @@ from enum import IntEnum
 import numpy as np
 from scipy import ndimage
 
+from semcom.codec.imageio import check_image_size
 from semcom.constants import (
     DEFAULT_PDU_BYTES,
     FRAME_MAGIC,
     HEADER_REPEATS,
-    MAX_IMAGE_SIDE_PX,
     MAX_MASK_BYTES,
     MAX_PDUS_PER_FRAME,
     MAX_TEXT_BYTES,
@@ -228,8 +228,7 @@ def _mask_grid_shape(width: int, height: int, block_px: int) -> tuple[int, int]:
 
 
 def _check_geometry(width: int, height: int, tile_px: int, mask_block_px: int) -> None:
-    if not (1 <= width <= MAX_IMAGE_SIDE_PX and 1 <= height <= MAX_IMAGE_SIDE_PX):
-        raise WireError(f"image size {width}x{height} outside 1..{MAX_IMAGE_SIDE_PX}")
+    check_image_size(width, height, what="frame header", error=WireError)
     if tile_px not in TILE_PX_CHOICES:
         raise WireError(f"tile size {tile_px} not one of {TILE_PX_CHOICES}")
     if not 1 <= mask_block_px <= MAX_MASK_BLOCK_PX:

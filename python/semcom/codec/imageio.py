@@ -9,29 +9,43 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semcom.constants import MAX_IMAGE_SIDE_PX
+from semcom.constants import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE_PX
 
 
-def load_image(source: str | Path | bytes) -> np.ndarray:
-    """Decode a file path or encoded bytes; grayscale, alpha, 16-bit and CMYK become 8-bit RGB.
+def check_image_size(width: int, height: int, what: str = "image", error: type[ValueError] = ValueError) -> None:
+    """The one size rule for images, masks and frame headers: each side and the pixel count bounded."""
+    if width < 1 or height < 1:
+        raise error(f"{what}: {width}x{height} pixels has an empty side")
+    if max(width, height) > MAX_IMAGE_SIDE_PX:
+        raise error(f"{what}: {width}x{height} pixels exceeds the {MAX_IMAGE_SIDE_PX}-pixel side limit")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise error(f"{what}: {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
 
-    Raises ValueError naming the problem (unreadable, truncated, too large) before decoding pixels.
+
+def open_image(source: str | Path | bytes, what: str = "") -> Image.Image:
+    """Open and decode an image file or bytes, checking its size from the header before decoding.
+
+    Raises ValueError naming the problem (no such file, unreadable, truncated, too large).
     """
-    name = "image bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    name = what or ("image bytes" if isinstance(source, (bytes, bytearray)) else str(source))
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(stream)
-            width, height = img.size
-            if max(width, height) > MAX_IMAGE_SIDE_PX:
-                raise ValueError(f"{name}: {width}x{height} pixels exceeds the {MAX_IMAGE_SIDE_PX}-pixel side limit")
+            check_image_size(*img.size, what=name)
             img.load()
     except FileNotFoundError:
         raise ValueError(f"{name}: no such file") from None
     except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"{name}: not a readable image ({exc})") from None
-    return to_rgb8(img)
+    return img
+
+
+def load_image(source: str | Path | bytes) -> np.ndarray:
+    """Decode a file path or encoded bytes to (H, W, 3) uint8; grayscale, alpha, 16-bit and CMYK
+    become 8-bit RGB. Raises ValueError naming the problem."""
+    return to_rgb8(open_image(source))
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from semcom.codec import registry
 from semcom.codec.frame import SemanticFrame, TileTooLarge
+from semcom.codec.imageio import check_image_size
 from semcom.codec.imageops import feather
 from semcom.codec.key import key_codec_name_for_id
 from semcom.codec.text import text_codec_name_for_id
@@ -25,10 +26,14 @@ from semcom.constants import (
     DEFAULT_MASK_BLOCK_PX,
     DEFAULT_PDU_BYTES,
     DEFAULT_TILE_PX,
-    MAX_IMAGE_SIDE_PX,
     SEAM_FEATHER_PX,
     TILE_PX_CHOICES,
 )
+
+# Codecs a receiver builds when a frame names them although its config names another: the ones that
+# ship with the module. Codec ids come off the air; a frame must not make the receiver load (or
+# download) a large model it was not configured for.
+SHIPPED_CODECS = {"key": ("webp", "jpeg", "learned"), "text": ("zlib",)}
 
 # A coarse mask block is key when at least this share of its pixels is key: thin parts survive,
 # while a few stray pixels do not grow the key region by a whole block.
@@ -59,6 +64,12 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         config = cls(**data)
+        for stage in registry.STAGES:
+            if not isinstance(getattr(config, stage), str):
+                raise ValueError(f"pipeline config '{stage}' must be a backend name, got {getattr(config, stage)!r}")
+            if not isinstance(getattr(config, f"{stage}_options"), dict):
+                raise ValueError(f"pipeline config '{stage}_options' must be a mapping of options, "
+                                 f"got {getattr(config, f'{stage}_options')!r}")
         if config.tile_px not in TILE_PX_CHOICES:
             raise ValueError(f"tile_px {config.tile_px} not one of {TILE_PX_CHOICES}")
         return config
@@ -71,9 +82,15 @@ class PipelineConfig:
         if path.suffix in (".yml", ".yaml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{path}: not valid YAML ({exc})") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a pipeline config is a mapping of stage names and options")
         return cls.from_dict(data)
@@ -119,9 +136,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-    h, w = image.shape[:2]
-    if not (1 <= h <= MAX_IMAGE_SIDE_PX and 1 <= w <= MAX_IMAGE_SIDE_PX):
-        raise ValueError(f"image of {w}x{h} pixels: each side must be 1..{MAX_IMAGE_SIDE_PX}")
+    check_image_size(image.shape[1], image.shape[0])
     return image
 
 
@@ -218,15 +233,28 @@ class SemanticDecoder:
         self._codecs: dict[tuple[str, int], Any] = {}
 
     def _codec(self, stage: str, codec_id: int):
-        """The backend that decodes ``codec_id``: the configured one (with its options) or by id."""
+        """The backend that decodes ``codec_id``: the configured one (with its options) or by id.
+
+        Raises ValueError when this receiver cannot build it (unknown id, missing weights or package).
+        A failure is remembered: ids come off the air, and retrying a model load (or a hub download
+        that times out) for every frame would let any sender stall the receiver.
+        """
         key = (stage, codec_id)
         if key not in self._codecs:
-            name = key_codec_name_for_id(codec_id) if stage == "key" else text_codec_name_for_id(codec_id)
-            configured = self.config.key if stage == "key" else self.config.text
-            options = (self.config.key_options if stage == "key" else self.config.text_options) \
-                if name == configured else {}
-            self._codecs[key] = registry.create(stage, name, **options)
-        return self._codecs[key]
+            try:
+                name = key_codec_name_for_id(codec_id) if stage == "key" else text_codec_name_for_id(codec_id)
+                configured = self.config.key if stage == "key" else self.config.text
+                if name != configured and name not in SHIPPED_CODECS[stage]:
+                    raise ValueError(f"backend {name!r} is not enabled on this receiver (configured: {configured!r})")
+                options = (self.config.key_options if stage == "key" else self.config.text_options) \
+                    if name == configured else {}
+                self._codecs[key] = registry.create(stage, name, **options)
+            except (ValueError, FileNotFoundError, ImportError) as exc:
+                self._codecs[key] = f"{stage} codec id {codec_id} unavailable: {exc}"
+        codec = self._codecs[key]
+        if isinstance(codec, str):
+            raise ValueError(codec)     # a fresh exception each time: re-raising one object grows its traceback
+        return codec
 
     def decode(self, frame: SemanticFrame, seed: int | None = None) -> Reconstruction:
         h, w = frame.height, frame.width
@@ -238,7 +266,8 @@ class SemanticDecoder:
         try:
             key_codec = self._codec("key", frame.key_codec_id)
         except ValueError:
-            key_codec, corrupt = None, len(frame.key_tiles)     # unknown codec: every tile is generated
+            # Unknown id, or a backend this receiver cannot build (no weights, no torch): every tile is generated.
+            key_codec, corrupt = None, len(frame.key_tiles)
         for index in expected:
             if key_codec is None or index not in frame.key_tiles:
                 continue

@@ -94,6 +94,8 @@ class semantic_tx(gr.basic_block):
             pdus = encoded.to_pdus(self.encoder.config.pdu_bytes)
         except ValueError as exc:
             self._report_error(str(exc))
+        except Exception as exc:    # noqa: BLE001  a worker exception would otherwise vanish with its future
+            self._report_error(f"encoding failed: {exc!r}")
         else:
             self.next_image_id = (image_id + 1) & 0xFFFF
             self.last_encoded = encoded

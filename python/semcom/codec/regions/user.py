@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semcom.codec.imageio import open_image
 from semcom.codec.registry import register
 
 
@@ -16,16 +17,18 @@ def _check_image(image: np.ndarray) -> tuple[int, int]:
     return image.shape[0], image.shape[1]
 
 
+def _read_mask_file(path: Path) -> np.ndarray:
+    """Any image file -> (H, W) uint8; ValueError naming the file when it is missing or not an image."""
+    return np.asarray(open_image(path, what=f"key mask {path}").convert("L"))
+
+
 @register("regions", "mask")
 class MaskSplitter:
     """A fixed key mask: a path to an image file (any mode) or an (H, W) array; non-zero = key."""
 
     def __init__(self, mask: str | Path | np.ndarray):
         if isinstance(mask, (str, Path)):
-            from PIL import Image
-
-            with Image.open(mask) as im:
-                mask = np.asarray(im.convert("L"))
+            mask = _read_mask_file(Path(mask))
         mask = np.asarray(mask)
         if mask.ndim == 3:                   # e.g. an RGB(A) array: any non-zero channel marks key
             mask = mask.any(axis=2)
