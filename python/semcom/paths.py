@@ -16,6 +16,8 @@ def _candidates() -> list[Path]:
     if os.environ.get(DATA_DIR_ENV):
         found.append(Path(os.environ[DATA_DIR_ENV]))
     found.append(here.parents[2] / _DATA_DIR_NAME)                       # checkout: python/semcom/paths.py
+    if len(here.parents) > 4:    # cmake install, any prefix: <prefix>/lib/python3.X/*-packages/semcom/paths.py
+        found.append(here.parents[4] / "share" / _DATA_DIR_NAME)
     for prefix in (sys.prefix, "/usr/local", "/usr"):
         found.append(Path(prefix) / "share" / _DATA_DIR_NAME)            # cmake install: share/gr-semcom
     return found
