@@ -4,9 +4,9 @@
 used, must never be reassigned.
 """
 
-from semcom.codec.key import classical  # noqa: F401  (registers backends)
+from semcom.codec.key import classical, learned, sd_vae  # noqa: F401  (registers backends; sd_vae imports diffusers lazily)
 
-KEY_CODEC_NAMES = {1: "webp", 2: "jpeg"}
+KEY_CODEC_NAMES = {1: "webp", 2: "jpeg", 3: "learned", 4: "sd-vae"}
 
 
 def key_codec_name_for_id(codec_id: int) -> str:
