@@ -18,7 +18,7 @@ command -v make >/dev/null || apt_packages+=(make)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${apt_packages[*]}"
     sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         "${apt_packages[@]}" python3-venv >/dev/null
 fi
 
@@ -28,11 +28,12 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=".venv/.semcom-installed"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-hf.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "== installing pinned Python packages (requirements.txt)"
+    echo "== installing pinned Python packages (requirements.txt, requirements-hf.txt)"
     .venv/bin/python -m pip install -q --upgrade "pip>=23"
-    .venv/bin/python -m pip install -q -r requirements.txt
+    # One resolver run for both files, so the Hugging Face pins cannot move torch, numpy or safetensors.
+    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-hf.txt
     .venv/bin/python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
 fi

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from semcom.codec import registry
 from semcom.codec.imageio import load_image, save_png
@@ -104,7 +103,8 @@ def cmd_loopback(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from semcom.radio.packet import FEC_CODES, MODULATIONS
+    from semcom.finetune import add_finetune_parser
+    from semcom.radio.packet import FEC_CODES, MARK_DELAY_SYMBOLS, MODULATIONS
 
     parser = argparse.ArgumentParser(prog="semcom", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--out", default="out/loopback", help="output directory")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")
-    loop.add_argument("--sps", type=int, default=2, help="samples per symbol")
+    loop.add_argument("--sps", type=int, choices=sorted(MARK_DELAY_SYMBOLS), default=2, help="samples per symbol")
     loop.add_argument("--freq-offset", type=float, default=2e-4, help="channel frequency offset, cycles/sample")
     loop.add_argument("--timing-offset", type=float, default=1.0001, help="channel sample-clock ratio")
     loop.add_argument("--seed", type=int, default=42, help="channel noise seed")
@@ -124,8 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     region.add_argument("--mask", help="key mask image (non-zero = key), same size as the image")
     region.add_argument("--box", type=_box, help="key region as x,y,w,h pixels")
     loop.set_defaults(run=cmd_loopback)
-    from semcom.finetune import add_finetune_parser
-
     add_finetune_parser(commands)
     return parser
 

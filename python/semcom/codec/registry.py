@@ -54,6 +54,16 @@ def available(stage: str) -> list[str]:
     return sorted(name for (s, name) in _FACTORIES if s == stage)
 
 
+def factory(stage: str, name: str) -> Callable[..., Any]:
+    """The registered factory (usually the backend class) without building it: lets callers read
+    class attributes such as ``codec_id`` of backends that need model weights to construct."""
+    _load_builtins()
+    try:
+        return _FACTORIES[(stage, name)]
+    except KeyError:
+        raise KeyError(f"no {stage} backend named {name!r}; available: {available(stage)}") from None
+
+
 def create(stage: str, name: str, **config: Any) -> Any:
     """Build backend ``name`` of ``stage`` from keyword config; unknown names list the known ones."""
     _load_builtins()

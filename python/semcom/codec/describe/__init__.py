@@ -1,3 +1,3 @@
 """Describers: non-key region -> text. Importing this package registers the built-in backends."""
 
-from semcom.codec.describe import colour_layout  # noqa: F401  (registers backends)
+from semcom.codec.describe import blip, colour_layout  # noqa: F401  (registers backends; blip imports transformers lazily)

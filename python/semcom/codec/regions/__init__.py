@@ -1,3 +1,3 @@
 """Region splitters: image -> key mask. Importing this package registers the built-in backends."""
 
-from semcom.codec.regions import saliency, user  # noqa: F401  (registers backends)
+from semcom.codec.regions import hf_segmentation, saliency, user  # noqa: F401  (registers backends; hf_segmentation imports transformers lazily)

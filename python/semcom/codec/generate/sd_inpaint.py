@@ -1,0 +1,116 @@
+"""Generate the background with Stable Diffusion inpainting (diffusers), prompted by the caption.
+
+The region to generate is where ``known_alpha`` < 1 (mask = 1 - known_alpha, binarised by the
+pipeline at 0.5); after generation the decoded key pixels are blended back with ``known_alpha``, so
+the key region is exactly what the key codec decoded. The image is resized so each side is a multiple
+of 8 (and the long side at most ``max_side_px``) for the model, and the result back to the original size.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from semcom.codec.describe.blip import caption_of
+from semcom.codec.hf import load_pretrained, require, torch_device, torch_dtype
+from semcom.codec.registry import register
+
+NEUTRAL_PROMPT = "a photo"     # when the text was lost or carries no caption
+
+
+def model_size(height: int, width: int, max_side_px: int, multiple: int = 8) -> tuple[int, int]:
+    """(h, w) for the model: scaled so the long side <= max_side_px, each a multiple of ``multiple``."""
+    scale = min(1.0, max_side_px / max(height, width))
+    h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    return h, w
+
+
+def load_inpaint_pipeline(model: str, device: str = "cpu", dtype: str | None = None, quantization: str = "fp32"):
+    """A StableDiffusionInpaintPipeline; "int8" quantizes the UNet and text encoder linears (CPU),
+    "8bit"/"nf4" load the UNet through bitsandbytes (CUDA)."""
+    diffusers = require("diffusers")
+    require("transformers")
+    from semcom.codec.lightweight_hf import load_kwargs_for, quantize_int8_dynamic
+
+    torch_dtype_ = torch_dtype(dtype, device)
+    extra = {}
+    unet_kwargs = load_kwargs_for(quantization, device, "diffusers")
+    if unet_kwargs:
+        extra["unet"] = load_pretrained(diffusers.UNet2DConditionModel.from_pretrained, model, what="SD inpainting UNet",
+                                        subfolder="unet", torch_dtype=torch_dtype_, **unet_kwargs)
+    pipe = load_pretrained(diffusers.StableDiffusionInpaintPipeline.from_pretrained, model,
+                           what="SD inpainting pipeline", torch_dtype=torch_dtype_, safety_checker=None,
+                           requires_safety_checker=False, **extra)
+    if not unet_kwargs:
+        pipe = pipe.to(device)
+    if quantization == "int8":
+        pipe.unet = quantize_int8_dynamic(pipe.unet)
+        pipe.text_encoder = quantize_int8_dynamic(pipe.text_encoder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@register("generate", "sd-inpaint")
+class DiffusionInpainter:
+    """Caption-conditioned SD inpainting of everything outside the received key pixels.
+
+    ``model``: hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-inpainting") or local directory.
+    ``steps``, ``guidance_scale``, ``negative_prompt``: as in diffusers. ``strength`` < 1 starts from the
+    built-in renderer's painting of the layout colours instead of pure noise. ``lora_path``: UNet LoRA
+    adapter from ``semcom finetune --target unet``.
+    """
+
+    def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting", device: str = "cpu",
+                 steps: int = 25, guidance_scale: float = 7.5, negative_prompt: str = "", strength: float = 1.0,
+                 max_side_px: int = 512, dtype: str | None = None, quantization: str = "fp32",
+                 lora_path: str | None = None):
+        if not 1 <= int(steps) <= 1000:
+            raise ValueError(f"steps must be in 1..1000, got {steps}")
+        if not 0.0 < float(strength) <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if not 64 <= int(max_side_px) <= 2048:
+            raise ValueError(f"max_side_px must be in 64..2048, got {max_side_px}")
+        self.device = torch_device(device)
+        self.steps, self.guidance_scale, self.negative_prompt = int(steps), float(guidance_scale), negative_prompt
+        self.strength, self.max_side_px = float(strength), int(max_side_px)
+        self.pipe = load_inpaint_pipeline(model, self.device, dtype, "fp32" if lora_path else quantization)
+        if lora_path:
+            from semcom.codec.lightweight_hf import apply_post_load, load_lora
+
+            self.pipe.unet = apply_post_load(load_lora(self.pipe.unet, lora_path), quantization)
+
+    def prompt_for(self, text: str) -> str:
+        return caption_of(text) or NEUTRAL_PROMPT
+
+    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0) -> np.ndarray:
+        """known (H, W, 3) uint8, known_alpha (H, W) float in [0, 1] -> (H, W, 3) uint8."""
+        import torch
+        from PIL import Image
+
+        from semcom.codec.generate.render import LayoutRenderer
+
+        known = np.asarray(known)
+        alpha = np.clip(np.asarray(known_alpha, np.float32), 0.0, 1.0)
+        if known.ndim != 3 or known.shape[2] != 3 or alpha.shape != known.shape[:2]:
+            raise ValueError(f"need known (H, W, 3) and known_alpha (H, W), got {known.shape} and {alpha.shape}")
+        height, width = alpha.shape
+        if alpha.min() >= 1.0:
+            return known.astype(np.uint8).copy()
+        # The starting picture: known pixels over the layout painting (what strength < 1 keeps a trace of).
+        start = LayoutRenderer().generate(text, known, alpha, seed=seed)
+        mh, mw = model_size(height, width, self.max_side_px)
+        image = Image.fromarray(cv2.resize(start, (mw, mh), interpolation=cv2.INTER_AREA))
+        mask = cv2.resize(((1.0 - alpha) * 255).round().astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        with torch.inference_mode():
+            result = self.pipe(prompt=self.prompt_for(text), negative_prompt=self.negative_prompt or None,
+                               image=image, mask_image=Image.fromarray(mask), height=mh, width=mw,
+                               num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
+                               strength=self.strength, generator=generator, output_type="np")
+        generated = (np.clip(result.images[0], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        if (mh, mw) != (height, width):
+            generated = cv2.resize(generated, (width, height), interpolation=cv2.INTER_CUBIC)
+        a = alpha[..., None]
+        out = a * known.astype(np.float32) + (1.0 - a) * generated.astype(np.float32)
+        return np.clip(out.round(), 0, 255).astype(np.uint8)
