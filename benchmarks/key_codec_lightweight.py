@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from semcom.codec.key.learned import DEFAULT_LEARNED_QUALITY, LearnedTileCodec  # noqa: E402
 from semcom.codec.key.learned_model import TileAutoencoder  # noqa: E402
+from key_codec_rd import TILE, held_out_tiles  # noqa: E402  (same held-out tiles as the RD table)
 from semcom.codec.lightweight import (  # noqa: E402
     Int8WeightStorage,
     count_dynamic_quantized,
@@ -36,18 +37,6 @@ from semcom.codec.lightweight import (  # noqa: E402
     quantize_dynamic_int8,
 )
 
-TILE = 64
-
-
-def held_out_tiles() -> list[np.ndarray]:
-    from skimage import data
-
-    tiles = []
-    for image in (data.chelsea(), data.coffee()):
-        for y in range(0, image.shape[0] - TILE + 1, TILE):
-            for x in range(0, image.shape[1] - TILE + 1, TILE):
-                tiles.append(np.ascontiguousarray(image[y:y + TILE, x:x + TILE]))
-    return tiles
 
 
 def calibration_batches() -> list[torch.Tensor]:

@@ -14,8 +14,8 @@ import zlib
 import numpy as np
 import pmt
 import pytest
+from helpers import wait_until
 from PIL import Image
-
 from semcom.cli import main
 from semcom.codec import registry
 from semcom.codec.imageio import load_image
@@ -258,7 +258,6 @@ def test_cli_loopback_runs_for_odd_formats_and_extreme_key_regions(tmp_path, cap
 @pytest.mark.slow
 def test_semantic_tx_reports_errors_on_info_and_keeps_running(tmp_path, small):
     from gnuradio import blocks, gr
-
     from semcom.radio.pdu import to_pdu
     from semcom.radio.semantic_rx import semantic_rx
     from semcom.radio.semantic_tx import semantic_tx
@@ -286,7 +285,7 @@ def test_semantic_tx_reports_errors_on_info_and_keeps_running(tmp_path, small):
     try:
         for send in bad:
             send()
-        assert _wait(lambda: info.num_messages() == len(bad)), info.num_messages()
+        assert wait_until(lambda: info.num_messages() == len(bad)), info.num_messages()
         good = odd_formats(small)["cmyk_jpeg"][0]
         tx._post(pmt.intern("in"), to_pdu(good))
         tx.send(small, key_mask=np.zeros((h, w), bool))                     # empty key region: all generated
@@ -299,12 +298,3 @@ def test_semantic_tx_reports_errors_on_info_and_keeps_running(tmp_path, small):
     for message in expected:
         assert any(message in e for e in errors), (message, errors)
     assert tx.images_sent == 2 and rx.images_out == 2
-
-
-def _wait(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False

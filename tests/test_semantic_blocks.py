@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pmt
 import pytest
 from gnuradio import blocks, gr
-
+from helpers import wait_until
 from semcom.codec.imageio import load_image
+from semcom.paths import data_path
 from semcom.radio.pdu import from_pdu, to_pdu
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
-from semcom.paths import data_path
 
 PHOTO = str(data_path("photos", "chelsea.png"))
 
@@ -59,15 +57,6 @@ class PduFilter(gr.basic_block):
         if not self.drop(self.count):
             self.message_port_pub(pmt.intern("out"), msg)
         self.count += 1
-
-
-def wait_until(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_image_path_parameter_round_trip(tmp_path):
