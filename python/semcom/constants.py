@@ -20,3 +20,7 @@ DEFAULT_KEY_QUALITY = 90          # 1..100, quality knob of the classical key co
 DEFAULT_KEY_FRACTION = 0.25       # share of the image the saliency splitter keeps as key
 HEADER_REPEATS = 2                # the header PDU is sent twice: without it nothing can be drawn
 SEAM_FEATHER_PX = 6               # width of the blend between key pixels and generated background
+
+# Channel model of the loopbacks (simulated radios): offsets a TCXO-class SDR pair shows after tuning.
+LOOPBACK_FREQUENCY_OFFSET = 2e-4  # cycles per sample
+LOOPBACK_TIMING_OFFSET = 1.00002  # sample-clock ratio (channel_model epsilon): 20 ppm

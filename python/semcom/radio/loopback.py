@@ -9,6 +9,7 @@ import numpy as np
 from gnuradio import channels, gr
 
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
+from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
@@ -26,8 +27,8 @@ class LinkConfig:
     modulation: str = "qpsk"
     fec_code: str = "cc"
     samples_per_symbol: int = 2
-    frequency_offset: float = 2e-4     # cycles per sample
-    timing_offset: float = 1.0001      # sample-clock ratio (channel_model epsilon)
+    frequency_offset: float = LOOPBACK_FREQUENCY_OFFSET   # cycles per sample
+    timing_offset: float = LOOPBACK_TIMING_OFFSET         # sample-clock ratio (channel_model epsilon)
     noise_seed: int = 42
 
     def to_dict(self) -> dict:
