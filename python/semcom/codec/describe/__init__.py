@@ -1,3 +1,4 @@
 """Describers: non-key region -> text. Importing this package registers the built-in backends."""
 
-from semcom.codec.describe import blip, colour_layout  # noqa: F401  (registers backends; blip imports transformers lazily)
+# blip imports transformers lazily; labels imports torch lazily (on first construction)
+from semcom.codec.describe import blip, colour_layout, labels  # noqa: F401  (registers backends)

@@ -2,6 +2,11 @@
 
 No model: a smooth interpolation of the named grid colours plus seeded, low-pass noise at the named
 texture level. It is the offline stand-in for a diffusion inpainter and the floor it must beat.
+
+Label or caption words before "; " (``describe/labels.py``, ``describe/blip.py``) are ignored on
+purpose: ImageNet has few scene classes, so the background labels are look-alikes ("water tower" for
+a launch gantry, "chocolate sauce" for a wooden table) that the measured colours and texture word
+already describe better; steering colour or grain by them would make the painting worse, not better.
 """
 
 from __future__ import annotations

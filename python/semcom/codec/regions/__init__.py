@@ -1,3 +1,3 @@
 """Region splitters: image -> key mask. Importing this package registers the built-in backends."""
 
-from semcom.codec.regions import hf_segmentation, saliency, user  # noqa: F401  (registers backends; hf_segmentation imports transformers lazily)
+from semcom.codec.regions import hf_segmentation, mediapipe_person, saliency, user  # noqa: F401  (registers backends; hf_segmentation and mediapipe_person import their libraries lazily)

@@ -6,7 +6,7 @@ reassigned.
 
 from semcom.codec.text import zlib_dict  # noqa: F401  (registers backends)
 
-TEXT_CODEC_NAMES = {1: "zlib"}
+TEXT_CODEC_NAMES = {1: "zlib", 2: "zlib-v2"}
 
 
 def text_codec_name_for_id(codec_id: int) -> str:
