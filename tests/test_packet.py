@@ -6,27 +6,12 @@ import numpy as np
 import pmt
 import pytest
 from gnuradio import blocks, channels, gr
-
 from semcom.radio import packet
+from semcom.radio.pdu import pdu_list_source
 
 SPS = 2
 FREQ_OFFSET = 2e-4  # cycles/sample, as the loopback default; see packet.FLL_MODULATIONS for larger offsets
 TIMING_OFFSET = 1.00002  # 20 ppm sample-clock offset (a TCXO-class radio)
-
-
-class _pdu_source(gr.basic_block):
-    """Publishes a fixed list of PDUs once the flowgraph starts."""
-
-    def __init__(self, payloads):
-        gr.basic_block.__init__(self, "pdu_source", None, None)
-        self.payloads = payloads
-        self.message_port_register_out(pmt.intern("out"))
-
-    def start(self):
-        for payload in self.payloads:
-            self.message_port_pub(pmt.intern("out"),
-                                  pmt.cons(pmt.PMT_NIL, pmt.init_u8vector(len(payload), list(payload))))
-        return True
 
 
 def _random_pdus(count, seed, max_len=1200):
@@ -38,7 +23,7 @@ def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, chan
     """Run the loopback until all PDUs arrived, the RX has been idle for ``idle_s`` (no new header,
     decoded payload or PDU) or the timeout; returns (received, rx)."""
     tb = gr.top_block()
-    source = _pdu_source(pdus)
+    source = pdu_list_source(pdus)
     tx = packet.packet_tx(modulation, fec_code, SPS)
     rx = packet.packet_rx(modulation, fec_code, SPS)
     channel = channels.channel_model(packet.noise_voltage_for_snr(snr_db, modulation, SPS),
@@ -110,7 +95,7 @@ def test_low_snr_drops_packets_but_never_delivers_corrupt_ones():
 def test_noise_voltage_gives_requested_snr():
     pdus = _random_pdus(4, seed=5, max_len=1000)
     tb = gr.top_block()
-    source = _pdu_source(pdus)
+    source = pdu_list_source(pdus)
     tx = packet.packet_tx("qpsk", "cc", SPS)
     samples = blocks.vector_sink_c()
     tb.msg_connect(source, "out", tx, "in")

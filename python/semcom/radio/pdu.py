@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pmt
+from gnuradio import gr
 
 
 def to_pdu(payload: bytes, meta: dict | None = None) -> pmt.pmt_t:
@@ -21,3 +22,21 @@ def from_pdu(msg: pmt.pmt_t) -> tuple[dict, bytes]:
     meta = pmt.car(msg)
     meta_dict = pmt.to_python(meta) if pmt.is_dict(meta) else {}
     return (meta_dict or {}), bytes(pmt.u8vector_elements(pmt.cdr(msg)))
+
+
+class pdu_list_source(gr.basic_block):
+    """Publishes a fixed list of messages (PDUs) on ``out`` when the flowgraph starts.
+
+    For runs with a known set of packets (PER measurement, analog frames, tests); items that are
+    bytes become PDUs, PMTs are sent as they are.
+    """
+
+    def __init__(self, messages: list):
+        gr.basic_block.__init__(self, "semcom_pdu_list_source", None, None)
+        self.messages = [to_pdu(m) if isinstance(m, (bytes, bytearray)) else m for m in messages]
+        self.message_port_register_out(pmt.intern("out"))
+
+    def start(self):
+        for message in self.messages:
+            self.message_port_pub(pmt.intern("out"), message)
+        return True

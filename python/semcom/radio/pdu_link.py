@@ -17,7 +17,7 @@ from gnuradio import channels, gr
 
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
-from semcom.radio.pdu import from_pdu, to_pdu
+from semcom.radio.pdu import from_pdu, pdu_list_source
 
 # The run is over when no block moved a sample for this long (every burst carries its own silent
 # tail that pushes it through the receiver, so nothing is left inside once the counts stand still).
@@ -38,20 +38,6 @@ class PhyConfig:
 
     def key(self) -> str:
         return f"{self.modulation}_{self.fec_code}"
-
-
-class _pdu_source(gr.basic_block):
-    """Publishes a list of PDUs when the flowgraph starts."""
-
-    def __init__(self, payloads: list[bytes]):
-        gr.basic_block.__init__(self, "semcom_pdu_source", None, None)
-        self.payloads = payloads
-        self.message_port_register_out(pmt.intern("out"))
-
-    def start(self):
-        for payload in self.payloads:
-            self.message_port_pub(pmt.intern("out"), to_pdu(payload))
-        return True
 
 
 class _pdu_collector(gr.basic_block):
@@ -75,7 +61,7 @@ class _pdu_collector(gr.basic_block):
 class pdu_link_flowgraph(gr.top_block):
     def __init__(self, pdus: list[bytes], snr_db: float, phy: PhyConfig, noise_seed: int = 42):
         gr.top_block.__init__(self, "semcom pdu link")
-        self.source = _pdu_source(pdus)
+        self.source = pdu_list_source(pdus)
         self.tx = packet.packet_tx(modulation=phy.modulation, fec_code=phy.fec_code,
                                    samples_per_symbol=phy.samples_per_symbol, mtu_bytes=phy.mtu_bytes)
         noise_voltage = packet.noise_voltage_for_snr(snr_db, phy.modulation, phy.samples_per_symbol)
