@@ -131,6 +131,13 @@ def test_sweep_rows_plots_cliff_and_graceful_degradation(crops, tmp_path):
     text_high = [float(r["key_psnr_db"]) for r in rows if r["scheme"] == "text-only" and float(r["snr_db"]) == 10.0]
     assert np.mean(ours_high) > np.mean(text_high) + 3
 
+    def psnr(scheme, snr):
+        return np.mean([float(r["psnr_db"]) for r in rows if r["scheme"] == scheme and float(r["snr_db"]) == snr])
+
+    assert not any(lost("deepjscc", 0.0)) and not any(lost("deepjscc", 10.0))     # analog: no cliff
+    assert psnr("deepjscc", 0.0) + 1 < psnr("deepjscc", 10.0)                       # ... but graceful decline
+    assert psnr("deepjscc", 0.0) > psnr("jpeg+fec", 0.0) + 5                        # where separation is gone
+
 
 def test_flowgraph_channel_mode_sweep(crops, tmp_path):
     cfg = SweepConfig(images=crops[:1], snr_db=[-4.0, 25.0], budget_symbols=30000, seeds=1, out=tmp_path,
