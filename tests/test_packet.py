@@ -124,3 +124,25 @@ def test_channel_symbols_grow_with_length_and_redundancy():
         assert packet.channel_symbols_for(1000, modulation, "none") > packet.channel_symbols_for(
             100, modulation, "none")
     assert packet.bits_per_symbol("16qam") == 4
+
+
+def test_header_announcing_more_than_the_mtu_is_rejected_not_fatal():
+    """A noise-made header can announce up to 4095 bytes; the payload decoder would throw on it and
+    its thread would die. The guard answers the demux with #f instead, and counts it."""
+    rx = packet.packet_rx("qpsk", "cc", SPS, mtu_bytes=200)
+    guard, sink = rx.header_guard, blocks.message_debug()
+    tb = gr.top_block()
+    tb.msg_connect(guard, "out", sink, "store")
+    tb.start()
+    too_long = pmt.to_pmt({packet.PAYLOAD_SYMBOLS_TAG: guard.max_payload_symbols + 1})
+    fits = pmt.to_pmt({packet.PAYLOAD_SYMBOLS_TAG: guard.max_payload_symbols})
+    for msg in (too_long, fits, pmt.PMT_F):
+        guard._post(pmt.intern("in"), msg)
+    deadline = time.time() + 5
+    while sink.num_messages() < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    tb.stop()
+    tb.wait()
+    out = [sink.get_message(i) for i in range(sink.num_messages())]
+    assert pmt.eq(out[0], pmt.PMT_F) and pmt.is_dict(out[1]) and pmt.eq(out[2], pmt.PMT_F)
+    assert guard.rejected == 1

@@ -330,6 +330,29 @@ class packet_tx(gr.hier_block2):
         return chain
 
 
+class _header_guard(gr.basic_block):
+    """Passes parsed headers to the demux, turning those that announce more payload than the MTU
+    into a rejection (#f). A noise-made header that passes the access-code check can announce up to
+    4095 bytes; the payload decoder throws on a frame larger than its MTU, which ends its thread and
+    silently stops the receiver. Rejected headers are counted."""
+
+    def __init__(self, max_payload_symbols):
+        gr.basic_block.__init__(self, "semcom_header_guard", None, None)
+        self.max_payload_symbols = max_payload_symbols
+        self.rejected = 0
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("out"))
+        self.set_msg_handler(pmt.intern("in"), self._on_header)
+
+    def _on_header(self, msg):
+        if pmt.is_dict(msg):
+            length = pmt.dict_ref(msg, pmt.intern(PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL)
+            if not pmt.is_integer(length) or pmt.to_long(length) > self.max_payload_symbols:
+                self.rejected += 1
+                msg = pmt.PMT_F
+        self.message_port_pub(pmt.intern("out"), msg)
+
+
 class _packet_counter(gr.basic_block):
     """Counts messages on its ports: headers parsed, payloads decoded, payloads passing CRC."""
 
@@ -408,7 +431,10 @@ class packet_rx(gr.hier_block2):
             gr.sizeof_float, gr.sizeof_char)
         self.parser = digital.protocol_parser_b(hdr_format)
         self.connect((self.demux, 0), self.header_soft, self.header_decoder, self.parser)
-        self.msg_connect(self.parser, "info", self.demux, "header_data")
+        self.header_guard = _header_guard(
+            channel_symbols_for(mtu_bytes, modulation, fec_code) - BURST_RAMP_LENGTH - _header_symbols())
+        self.msg_connect(self.parser, "info", self.header_guard, "in")
+        self.msg_connect(self.header_guard, "out", self.demux, "header_data")
 
         max_soft_bits = max_symbols * pld_const.bits_per_symbol()
         self.payload_soft = digital.constellation_soft_decoder_cf(pld_const)
