@@ -13,6 +13,7 @@ apt_packages=()
 /usr/bin/python3 -c "import gnuradio.gr, gnuradio.digital, gnuradio.fec, gnuradio.channels, pmt" 2>/dev/null \
     || apt_packages+=(gnuradio)
 /usr/bin/python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
+/usr/bin/python3 -c "import osmosdr" 2>/dev/null || apt_packages+=(gr-osmosdr)                 # HackRF examples
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v make >/dev/null || apt_packages+=(make)

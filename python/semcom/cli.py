@@ -12,7 +12,7 @@ import numpy as np
 from semcom.codec import registry
 from semcom.codec.imageio import load_image, save_png
 from semcom.codec.pipeline import PipelineConfig
-from semcom.constants import DEFAULT_KEY_QUALITY
+from semcom.constants import DEFAULT_KEY_QUALITY, LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.paths import data_path
 
 DEFAULT_PHOTO = "chelsea.png"
@@ -41,6 +41,28 @@ def side_by_side(original: np.ndarray, key_mask: np.ndarray, received: np.ndarra
     return np.concatenate([original, gap, dimmed, gap, received], axis=1)
 
 
+def cmd_loopback_analog(args, image: np.ndarray, image_path: Path, key_mask, out: Path) -> int:
+    """--mode analog: the key region as DeepJSCC symbols through analog_tx/analog_rx (semcom.radio.analog_loopback)."""
+    from semcom.eval.metrics import quality_report
+    from semcom.radio.analog_loopback import AnalogLinkConfig, run_analog_loopback
+
+    link = AnalogLinkConfig(snr_db=args.snr_db, samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
+                            timing_offset=args.timing_offset, noise_seed=args.seed)
+    result = run_analog_loopback(image, args.snr_db, link, _pipeline_config(args), key_mask=key_mask)
+    recon = result.reconstruction
+    quality = {k: round(v, 4) for k, v in quality_report(image, recon.image, recon.key_mask).items()}
+    metrics = {"image": str(image_path), "mode": "analog", "link": link.to_dict(), "quality": quality,
+               "tiles": {"expected": recon.tiles_expected, "received": recon.tiles_received},
+               "analog_channel_symbols": result.channel_symbols, "rx": result.rx_counts,
+               "elapsed_s": round(result.elapsed_s, 3)}
+    save_png(recon.image, out / "reconstruction.png")
+    save_png(side_by_side(image, recon.key_mask, recon.image), out / "side_by_side.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {out}/reconstruction.png, side_by_side.png, metrics.json")
+    print(json.dumps({**quality, "analog_channel_symbols": result.channel_symbols}, indent=2))
+    return 0 if recon.tiles_received else 1
+
+
 def cmd_loopback(args) -> int:
     from semcom.eval.baselines import jpeg_at_key_psnr
     from semcom.eval.metrics import quality_report
@@ -55,6 +77,8 @@ def cmd_loopback(args) -> int:
         key_mask = registry.create("regions", "mask", mask=args.mask).split(image)
     elif args.box:
         key_mask = registry.create("regions", "box", box=args.box).split(image)
+    if args.mode == "analog":
+        return cmd_loopback_analog(args, image, image_path, key_mask, out)
     link = LinkConfig(snr_db=args.snr_db, modulation=args.modulation, fec_code=args.fec,
                       samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
                       timing_offset=args.timing_offset, noise_seed=args.seed)
@@ -103,7 +127,9 @@ def cmd_loopback(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from semcom.eval.sweep import add_eval_parser
     from semcom.finetune import add_finetune_parser
+    from semcom.worker import add_worker_parser
     from semcom.radio.packet import FEC_CODES, MARK_DELAY_SYMBOLS, MODULATIONS
 
     parser = argparse.ArgumentParser(prog="semcom", description=__doc__)
@@ -112,11 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--image", help=f"image file (default: bundled {DEFAULT_PHOTO})")
     loop.add_argument("--snr-db", type=float, default=20.0, help="Es/N0 per channel symbol, dB")
     loop.add_argument("--out", default="out/loopback", help="output directory")
+    loop.add_argument("--mode", choices=("digital", "analog"), default="digital",
+                      help="analog: key region as DeepJSCC symbols (modulation/fec ignored)")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")
     loop.add_argument("--sps", type=int, choices=sorted(MARK_DELAY_SYMBOLS), default=2, help="samples per symbol")
-    loop.add_argument("--freq-offset", type=float, default=2e-4, help="channel frequency offset, cycles/sample")
-    loop.add_argument("--timing-offset", type=float, default=1.0001, help="channel sample-clock ratio")
+    loop.add_argument("--freq-offset", type=float, default=LOOPBACK_FREQUENCY_OFFSET,
+                      help="channel frequency offset, cycles/sample")
+    loop.add_argument("--timing-offset", type=float, default=LOOPBACK_TIMING_OFFSET,
+                      help="channel sample-clock ratio")
     loop.add_argument("--seed", type=int, default=42, help="channel noise seed")
     loop.add_argument("--config", help="pipeline preset (JSON/YAML); default: built-in offline pipeline")
     loop.add_argument("--key-quality", type=int, help=f"key codec quality 1..100 (default {DEFAULT_KEY_QUALITY})")
@@ -125,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     region.add_argument("--box", type=_box, help="key region as x,y,w,h pixels")
     loop.set_defaults(run=cmd_loopback)
     add_finetune_parser(commands)
+    add_worker_parser(commands)
+    add_eval_parser(commands)
     return parser
 
 

@@ -16,6 +16,8 @@ from semcom.codec.imageio import save_png
 from semcom.codec.pipeline import PipelineConfig, Reconstruction, SemanticDecoder
 from semcom.radio.pdu import from_pdu, to_pdu
 from semcom.radio.semantic_tx import load_config
+from semcom.worker import DEFAULT_TIMEOUT_S as DEFAULT_WORKER_TIMEOUT_S
+from semcom.worker import WorkerClient, WorkerTimeout
 
 # How often the reassembly timer looks for frames that stopped receiving PDUs.
 _TIMER_PERIOD_S = 0.05
@@ -28,15 +30,27 @@ class semantic_rx(gr.basic_block):
     A frame is decoded when all its PDUs arrived, or ``timeout_s`` after its last PDU (lost parts are
     generated). Malformed PDUs and frames whose header never came are counted and dropped.
     ``output_path`` may contain ``{image_id}``; empty = no file. Output ``image`` carries
-    pmt.cons(report dict, PNG bytes); ``info`` carries the running counters after each image.
+    pmt.cons(report dict, PNG bytes); ``info`` carries the running counters after each image (and
+    after each failed decode, with ``error``).
+
+    With ``endpoint`` set (e.g. ``tcp://127.0.0.1:5555``) frames are decoded by a ``semcom worker``;
+    no reply within ``worker_timeout_s`` counts as a decode error and a worker timeout. When the
+    flowgraph stops (e.g. the end of a recording), frames still open are decoded with what arrived.
     """
 
     def __init__(self, output_path: str = "", config: PipelineConfig | str | None = None,
-                 timeout_s: float = 1.0, max_open_frames: int = 8):
+                 timeout_s: float = 1.0, max_open_frames: int = 8, endpoint: str = "",
+                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S):
         gr.basic_block.__init__(self, name="semantic_rx", in_sig=None, out_sig=None)
         self.log = gr.logger("semcom.semantic_rx")
         self.output_path = output_path
-        self.decoder = SemanticDecoder(load_config(config))
+        self.config = load_config(config)
+        self.endpoint = endpoint
+        self.worker_timeout_s = worker_timeout_s
+        # Remote: the client is built on the decode thread that uses it (a ZeroMQ socket stays in one thread).
+        self.decoder = None if endpoint else SemanticDecoder(self.config)
+        self.worker_timeouts = 0
+        self.last_error = ""
         self.assembler = FrameAssembler(timeout_s=timeout_s, max_open_frames=max_open_frames)
         self.reconstructions: deque[tuple[int, Reconstruction]] = deque(maxlen=_KEPT_RECONSTRUCTIONS)
         self.images_out = 0
@@ -58,7 +72,8 @@ class semantic_rx(gr.basic_block):
         return {"pdus_accepted": s.pdus_accepted, "pdus_duplicate": s.pdus_duplicate,
                 "pdus_dropped": s.pdus_dropped, "frames_complete": s.frames_complete,
                 "frames_partial": s.frames_partial, "frames_without_header": s.frames_without_header,
-                "images_out": self.images_out, "decode_errors": self.decode_errors}
+                "images_out": self.images_out, "decode_errors": self.decode_errors,
+                "worker_timeouts": self.worker_timeouts}
 
     def start(self):
         self._stop.clear()
@@ -71,8 +86,13 @@ class semantic_rx(gr.basic_block):
         self._stop.set()
         if self._timer is not None:
             self._timer.join()
+        self.flush()        # the end of a recording: what arrived of the last frames is still an image
         if self._worker is not None:
             self._worker.shutdown(wait=True)
+            self._worker = None
+        if isinstance(self.decoder, WorkerClient):
+            self.decoder.close()
+            self.decoder = None
         return True
 
     def push_pdu(self, payload: bytes) -> None:
@@ -112,11 +132,17 @@ class semantic_rx(gr.basic_block):
 
     def _decode_and_publish(self, frame: SemanticFrame) -> None:
         try:
+            if self.decoder is None:
+                self.decoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config)
             recon = self.decoder.decode(frame)
             png = save_png(recon.image)
         except Exception as exc:    # a generator backend failing must not take the flowgraph down
             self.decode_errors += 1
-            self.log.error(f"image {frame.image_id}: decoding failed: {exc!r}")
+            if isinstance(exc, WorkerTimeout):
+                self.worker_timeouts += 1
+            self.last_error = f"image {frame.image_id}: decoding failed: {exc}"
+            self.log.error(self.last_error)
+            self.message_port_pub(pmt.intern("info"), pmt.to_pmt({**self.stats, "error": self.last_error}))
             return
         report = {"image_id": frame.image_id, "width": frame.width, "height": frame.height,
                   "tiles_expected": recon.tiles_expected, "tiles_received": recon.tiles_received,

@@ -14,6 +14,8 @@ from semcom.codec import registry
 from semcom.codec.imageio import load_image
 from semcom.codec.pipeline import Encoded, PipelineConfig, SemanticEncoder
 from semcom.radio.pdu import from_pdu, to_pdu
+from semcom.worker import DEFAULT_TIMEOUT_S as DEFAULT_WORKER_TIMEOUT_S
+from semcom.worker import WorkerClient, WorkerError, WorkerTimeout
 
 
 def load_config(config: PipelineConfig | str | Path | None) -> PipelineConfig:
@@ -31,16 +33,25 @@ class semantic_tx(gr.basic_block):
     sent once when the flowgraph starts. Output ``pdus`` carries one PDU per wire-format packet;
     ``info`` carries a dict per image (image_id, frame_bytes, n_pdus, description) or an ``error``.
 
-    Encoding runs on a worker thread, so a slow model never stalls the scheduler.
+    Encoding runs on a worker thread, so a slow model never stalls the scheduler. With ``endpoint``
+    set (e.g. ``tcp://127.0.0.1:5555``), that thread asks a ``semcom worker`` instead of running the
+    model here; no reply within ``worker_timeout_s`` is a counted failure (``errors``,
+    ``worker_timeouts``, an ``error`` on ``info``), never a hang.
     """
 
     def __init__(self, image_path: str = "", config: PipelineConfig | str | None = None,
-                 key_mask_path: str = "", first_image_id: int = 0):
+                 key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
+                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S):
         gr.basic_block.__init__(self, name="semantic_tx", in_sig=None, out_sig=None)
         self.log = gr.logger("semcom.semantic_tx")
         self.image_path = image_path
         self.mask_splitter = registry.create("regions", "mask", mask=key_mask_path) if key_mask_path else None
-        self.encoder = SemanticEncoder(load_config(config))
+        self.config = load_config(config)
+        self.endpoint = endpoint
+        self.worker_timeout_s = worker_timeout_s
+        # Remote: the client is built on the worker thread that uses it (a ZeroMQ socket stays in one thread).
+        self.encoder = None if endpoint else SemanticEncoder(self.config)
+        self.worker_timeouts = 0
         self.next_image_id = first_image_id & 0xFFFF
         self.images_sent = 0
         self.errors = 0
@@ -90,9 +101,14 @@ class semantic_tx(gr.basic_block):
             if key_mask is None and self.mask_splitter is not None:
                 key_mask = self.mask_splitter.split(image)
             image_id = self.next_image_id
+            if self.encoder is None:
+                self.encoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config)
             encoded = self.encoder.encode(image, image_id=image_id, key_mask=key_mask)
-            pdus = encoded.to_pdus(self.encoder.config.pdu_bytes)
-        except ValueError as exc:
+            pdus = encoded.to_pdus(self.config.pdu_bytes)
+        except WorkerTimeout as exc:
+            self.worker_timeouts += 1
+            self._report_error(str(exc))
+        except (ValueError, WorkerError) as exc:
             self._report_error(str(exc))
         except Exception as exc:    # noqa: BLE001  a worker exception would otherwise vanish with its future
             self._report_error(f"encoding failed: {exc!r}")
@@ -122,6 +138,9 @@ class semantic_tx(gr.basic_block):
             worker, self._worker = self._worker, None
         if worker is not None:
             worker.shutdown(wait=True, cancel_futures=True)
+        if isinstance(self.encoder, WorkerClient):
+            self.encoder.close()
+            self.encoder = None
         with self._lock:
             self._pending = 0
             self.idle.set()
