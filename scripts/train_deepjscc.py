@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_key_codec import CROP, HELD_OUT, CropSampler, held_out_tiles  # noqa: E402
+from train_key_codec import CROP, HELD_OUT, CropSampler, held_out_tiles, validation_batch, warmup_cosine  # noqa: E402
 
 from semcom.codec import jscc  # noqa: E402
 
@@ -96,18 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if str(args.warm_start) != "none":
         record.update(warm_start(model, args.warm_start, sampler))
     n_params = sum(p.numel() for p in model.parameters())
-    val = torch.from_numpy(np.stack(held_out_tiles()[::2]).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    val = validation_batch()
     print(f"model: {n_params} parameters; {args.steps} steps, batch {args.batch}, {args.threads} thread(s); "
           f"{jscc.symbols_for(CROP, CROP)} complex symbols per {CROP}x{CROP} tile", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    warmup = max(1, min(200, args.steps // 20))
-
-    def lr_factor(i: int) -> float:               # linear warm-up, then cosine down to 5% of --lr
-        if i < warmup:
-            return (i + 1) / warmup
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, args.steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = warmup_cosine(opt, args.steps)
     lo, hi = jscc.TRAIN_SNR_DB
     noise = torch.Generator().manual_seed(args.seed + 1)
     t0 = time.time()

@@ -99,6 +99,23 @@ def held_out_tiles() -> list[np.ndarray]:
     return tiles
 
 
+def validation_batch() -> torch.Tensor:
+    """Every other held-out tile as a (N, 3, 64, 64) float batch in [0, 1]."""
+    return torch.from_numpy(np.stack(held_out_tiles()[::2]).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over 5% of the steps (at most 200), then cosine down to 5% of the base rate."""
+    warmup = max(1, min(200, steps // 20))
+
+    def lr_factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
 def fit_tables(model: TileAutoencoder, sampler: CropSampler, n_crops: int) -> tuple[np.ndarray, np.ndarray]:
     """Per level and channel: histogram of round(latents / step) -> (flat freq, support (Q, M)).
 
@@ -175,20 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     sampler = CropSampler(args.seed)
-    val = torch.from_numpy(np.stack(held_out_tiles()[::2]).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    val = validation_batch()
     model = TileAutoencoder(LearnedCodecConfig(args.channels, args.latent_channels))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters; training {args.steps} steps, batch {args.batch}, "
           f"{args.threads} thread(s)", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    warmup = max(1, min(200, args.steps // 20))
-
-    def lr_factor(i: int) -> float:               # linear warm-up, then cosine down to 5% of --lr
-        if i < warmup:
-            return (i + 1) / warmup
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, args.steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = warmup_cosine(opt, args.steps)
     log_lo, log_hi = math.log(TRAIN_STEP_RANGE[0]), math.log(TRAIN_STEP_RANGE[1])
     pixels = CROP * CROP
     t0 = time.time()
