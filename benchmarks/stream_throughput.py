@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from gnuradio import analog, blocks, channels, gr
 
+from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET  # noqa: E402
 from semcom.codec.imageio import load_image
 from semcom.paths import bundled_photos
 from semcom.radio import packet
@@ -50,7 +51,8 @@ def record(n_images: int, gap_samples: int) -> tuple[np.ndarray, int]:
     tx = semantic_tx()
     modulator = packet.packet_tx("qpsk", "cc", 2, 0.35, 1500)
     to_stream = bursts_to_stream()
-    channel = channels.channel_model(packet.noise_voltage_for_snr(SNR_DB, "qpsk", 2), 2e-4, 1.0001, [1.0], 11)
+    channel = channels.channel_model(packet.noise_voltage_for_snr(SNR_DB, "qpsk", 2), LOOPBACK_FREQUENCY_OFFSET,
+                                     LOOPBACK_TIMING_OFFSET, [1.0], 11)
     sink = blocks.vector_sink_c()
     tb.msg_connect((tx, "pdus"), (modulator, "in"))
     tb.connect(modulator, to_stream, blocks.throttle(gr.sizeof_gr_complex, 4e6), channel, sink)
