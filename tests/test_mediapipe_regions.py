@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("mediapipe")
+import mediapipe  # noqa: E402,F401  (requirements-mediapipe.txt: installed by the set-up, so no skip)
 
 from semcom.codec import registry  # noqa: E402
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder  # noqa: E402
@@ -122,7 +122,6 @@ def test_missing_mediapipe_names_the_pip_command():
 def test_numpy_and_cv2_are_still_ours():
     """mediapipe went in with --no-deps: Debian's numpy and the headless cv2 4.10 are still the ones imported."""
     import cv2
-    import mediapipe  # noqa: F401
 
     assert np.__version__.startswith("1.") and cv2.__version__.startswith("4.10")
     from importlib.metadata import PackageNotFoundError, distribution
