@@ -7,6 +7,7 @@ import pmt
 import pytest
 from gnuradio import blocks, channels, gr
 from semcom.radio import packet
+from semcom.radio.flowgraph import release
 from semcom.radio.pdu import pdu_list_source
 
 SPS = 2
@@ -46,10 +47,7 @@ def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, chan
     tb.wait()
     received = [bytes(pmt.u8vector_elements(pmt.cdr(sink.get_message(i))))
                 for i in range(sink.num_messages())]
-    # A hier block that connects its own message port holds a reference to itself, so the
-    # flowgraph (and its shared-memory buffers, a limited system resource) would never be freed.
-    for block in (tb, tx, rx):
-        block.disconnect_all()
+    release(tb, tx, rx)      # else the buffers (shared memory) outlive the run
     return received, rx
 
 
@@ -146,3 +144,20 @@ def test_header_announcing_more_than_the_mtu_is_rejected_not_fatal():
     out = [sink.get_message(i) for i in range(sink.num_messages())]
     assert pmt.eq(out[0], pmt.PMT_F) and pmt.is_dict(out[1]) and pmt.eq(out[2], pmt.PMT_F)
     assert guard.rejected == 1
+
+
+def test_released_flowgraphs_free_most_of_their_shared_memory():
+    """Dozens of loopback runs in one process (eval --channel-mode flowgraph, the test suite) must not
+    exhaust the system's shared-memory segments: release() frees what GNU Radio's hier-block
+    self-references keep alive (measured: 46 segments per run without it, 14 with it)."""
+    import subprocess
+
+    def segments():
+        out = subprocess.run(["ipcs", "-m"], capture_output=True, text=True, check=True).stdout
+        return sum(1 for line in out.splitlines() if line.startswith("0x"))
+
+    before = segments()
+    for seed in range(3):
+        received, _ = _loopback(_random_pdus(2, seed=seed, max_len=50), "qpsk", "cc", snr_db=25, channel_seed=seed + 1)
+        assert len(received) == 2
+    assert segments() - before <= 3 * 20

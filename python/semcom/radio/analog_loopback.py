@@ -36,6 +36,7 @@ from semcom.codec.pipeline import (
 from semcom.codec.registry import create
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET, SEAM_FEATHER_PX
 from semcom.radio import analog, packet
+from semcom.radio.flowgraph import release
 from semcom.radio.pdu import pdu_list_source
 
 TILES_PER_FRAME = 4                # 4 x 768 data symbols per burst: ~16% preamble/header/pilot overhead
@@ -102,6 +103,7 @@ def send_symbol_frames(frames: list[np.ndarray], link: AnalogLinkConfig, image_i
     finally:
         tb.stop()
         tb.wait()
+        release(tb, tx, rx)
     received = {}
     for i in range(sink.num_messages()):
         meta, symbols = analog.symbols_from_pdu(sink.get_message(i))

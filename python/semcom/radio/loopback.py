@@ -11,6 +11,7 @@ from gnuradio import channels, gr
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
+from semcom.radio.flowgraph import release
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
 
@@ -93,6 +94,7 @@ def run_loopback(image: np.ndarray, link: LinkConfig | None = None, config: Pipe
     finally:
         tb.stop()
         tb.wait()
+        release(tb)
     encoded = tb.tx.last_encoded
     if encoded is None and tb.tx.errors:
         raise ValueError(tb.tx.last_error)

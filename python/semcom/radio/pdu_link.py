@@ -17,6 +17,7 @@ from gnuradio import channels, gr
 
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
+from semcom.radio.flowgraph import release
 from semcom.radio.pdu import from_pdu, pdu_list_source
 
 # The run is over when no block moved a sample for this long (every burst carries its own silent
@@ -108,5 +109,7 @@ def send_pdus(pdus: list[bytes], snr_db: float, phy: PhyConfig | None = None, no
     finally:
         tb.stop()
         tb.wait()
-    return PduLinkResult(list(tb.sink.received), tb.rx.headers_detected(), tb.rx.packets_failed_crc(),
-                         int(tb.rx.correlator.nitems_read(0)), time.monotonic() - started)
+    result = PduLinkResult(list(tb.sink.received), tb.rx.headers_detected(), tb.rx.packets_failed_crc(),
+                           int(tb.rx.correlator.nitems_read(0)), time.monotonic() - started)
+    release(tb)
+    return result
