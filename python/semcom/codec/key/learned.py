@@ -49,7 +49,6 @@ class _LoadedCodec:
     """Model + tables read from one safetensors file; shared by every codec instance using that file."""
 
     def __init__(self, path: Path):
-        import torch
         from safetensors import safe_open
 
         from semcom.codec.key.learned_model import LearnedCodecConfig, TileAutoencoder
