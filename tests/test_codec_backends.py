@@ -11,11 +11,7 @@ from PIL import Image
 from semcom.codec import registry
 from semcom.codec.describe import vocabulary as vocab
 from semcom.codec.imageops import feather
-from semcom.codec.key import KEY_CODEC_NAMES
-from semcom.codec.key import key_codec_name_for_id
 from semcom.codec.stages import Describer, Generator, KeyTileCodec, RegionSplitter, TextCodec
-from semcom.codec.text import TEXT_CODEC_NAMES
-from semcom.codec.text import text_codec_name_for_id
 from semcom.codec.text.zlib_dict import PRESET
 from semcom.constants import DEFAULT_KEY_FRACTION, MAX_TEXT_CHARS
 from semcom.paths import bundled_photos
@@ -55,14 +51,25 @@ def test_registry_unknown_name_lists_known_ones():
 
 
 def test_codec_ids_map_back_to_backends():
-    for ids, lookup, stage in ((KEY_CODEC_NAMES, key_codec_name_for_id, "key"),
-                                (TEXT_CODEC_NAMES, text_codec_name_for_id, "text")):
-        for codec_id, name in ids.items():
-            assert lookup(codec_id) == name
+    # Wire ids are frozen: a receiver of an older build must read the same codec from the same id.
+    assert registry.codec_names("key") == {1: "webp", 2: "jpeg", 3: "learned", 4: "sd-vae"}
+    assert registry.codec_names("text") == {1: "zlib", 2: "zlib-v2"}
+    for stage in ("key", "text"):
+        for codec_id, name in registry.codec_names(stage).items():
+            assert registry.name_for_codec_id(stage, codec_id) == name
             # the class attribute: model-backed codecs (learned, sd-vae) need weights to construct
             assert registry.factory(stage, name).codec_id == codec_id
         with pytest.raises(ValueError, match="unknown"):
-            lookup(255)
+            registry.name_for_codec_id(stage, 255)
+
+
+def test_a_taken_codec_id_cannot_be_registered_again():
+    class Clash:
+        codec_id = 1
+
+    with pytest.raises(ValueError, match="already 'webp'"):
+        registry.register("key", "clash")(Clash)
+    assert "clash" not in registry.available("key")
 
 
 # --- regions --------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from semcom.codec.describe import mobilenet_v2
 from semcom.codec.describe.blip import caption_of
 from semcom.codec.describe.labels import LabelDescriber, background_view, key_box
 from semcom.codec.stages import Describer
-from semcom.codec.text import TEXT_CODEC_NAMES, text_codec_name_for_id
 from semcom.codec.text.zlib_dict import PRESET, PRESET_V2_CRC, build_preset_v2
 
 
@@ -183,7 +182,7 @@ def test_zlib_v2_dictionary_is_frozen_and_id1_unchanged():
     assert zlib.crc32(preset) == PRESET_V2_CRC == 0xAADFE952
     assert preset.endswith(PRESET) and len(preset) < 32768        # deflate's window: every byte reachable
     assert zlib.crc32(PRESET) == 0xAAA074AC
-    assert TEXT_CODEC_NAMES[1] == "zlib" and text_codec_name_for_id(2) == "zlib-v2"
+    assert registry.codec_names("text")[1] == "zlib" and registry.name_for_codec_id("text", 2) == "zlib-v2"
     assert registry.factory("text", "zlib-v2").codec_id == 2
     layout = "top left: light brown, top: brown, centre: sienna, bottom: dark maroon, texture: grainy"
     v1, v2 = registry.create("text", "zlib"), registry.create("text", "zlib-v2")

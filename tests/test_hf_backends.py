@@ -299,7 +299,6 @@ def test_hf_pipeline_codec_round_trip(tiny, chelsea):
 
 @pytest.mark.slow
 def test_hf_pipeline_through_loopback_flowgraph(tiny, chelsea):
-    pytest.importorskip("gnuradio")
     from semcom.radio.loopback import LinkConfig, run_loopback
 
     result = run_loopback(chelsea, LinkConfig(snr_db=20.0), _hf_config(tiny), timeout_s=120)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from semcom.codec import registry
-from semcom.codec.key import key_codec_name_for_id
 from semcom.codec.key.learned import DEFAULT_LEARNED_QUALITY, LearnedTileCodec, default_weights_path
 from semcom.codec.key.rans import FrequencyTables, quantize_frequencies
 from semcom.codec.stages import KeyTileCodec
@@ -52,7 +51,7 @@ def test_missing_weights_name_the_path_and_the_training_command(tmp_path):
 def test_registry_and_wire_id():
     codec = registry.create("key", "learned")
     assert isinstance(codec, KeyTileCodec) and codec.codec_id == 3
-    assert key_codec_name_for_id(3) == "learned"
+    assert registry.name_for_codec_id("key", 3) == "learned"
     with pytest.raises(ValueError, match="quality"):
         registry.create("key", "learned", quality=99)
 

@@ -33,7 +33,6 @@ from semcom.codec.frame import (
     parse_pdu,
 )
 from semcom.codec.imageio import load_image
-from semcom.codec.key import KEY_CODEC_NAMES
 from semcom.codec.pipeline import Reconstruction, SemanticDecoder, SemanticEncoder
 from semcom.constants import MAX_PDUS_PER_FRAME, MAX_TEXT_CHARS
 from semcom.paths import data_path
@@ -50,6 +49,7 @@ MAX_OPEN_FRAMES = 4
 # hub-model backends (sd-vae) try a download on first use (~20 s of retries offline): not fuzzed here;
 # their decoder-side failure path is covered by test_decoder_builds_an_unavailable_codec_once...
 CHEAP_KEY_CODECS = ("jpeg", "learned", "webp")
+KEY_CODEC_NAMES = registry.codec_names("key")
 CHEAP_KEY_CODEC_IDS = {i for i, name in KEY_CODEC_NAMES.items() if name in CHEAP_KEY_CODECS}
 
 
@@ -302,10 +302,7 @@ def test_text_deflate_bomb_costs_no_memory():
 # --- key tile codecs ---------------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
 def key_codec(name: str):
-    try:
-        return registry.create("key", name)
-    except (FileNotFoundError, ImportError) as exc:     # e.g. the learned codec before its weights exist
-        pytest.skip(f"key codec {name!r} unavailable here: {exc}")
+    return registry.create("key", name)     # the cheap codecs ship with the module: building one must not fail
 
 
 @lru_cache(maxsize=None)

@@ -20,8 +20,6 @@ from semcom.codec import registry
 from semcom.codec.frame import SemanticFrame, TileTooLarge
 from semcom.codec.imageio import check_image_size
 from semcom.codec.imageops import feather
-from semcom.codec.key import key_codec_name_for_id
-from semcom.codec.text import text_codec_name_for_id
 from semcom.constants import (
     DEFAULT_MASK_BLOCK_PX,
     DEFAULT_PDU_BYTES,
@@ -242,7 +240,7 @@ class SemanticDecoder:
         key = (stage, codec_id)
         if key not in self._codecs:
             try:
-                name = key_codec_name_for_id(codec_id) if stage == "key" else text_codec_name_for_id(codec_id)
+                name = registry.name_for_codec_id(stage, codec_id)
                 configured = self.config.key if stage == "key" else self.config.text
                 if name != configured and name not in SHIPPED_CODECS[stage]:
                     raise ValueError(f"backend {name!r} is not enabled on this receiver (configured: {configured!r})")

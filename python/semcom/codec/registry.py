@@ -34,6 +34,11 @@ def register(stage: str, name: str):
         key = (stage, name)
         if key in _FACTORIES and _FACTORIES[key] is not factory:
             raise ValueError(f"backend {name!r} registered twice for stage {stage!r}")
+        codec_id = getattr(factory, "codec_id", None)
+        if codec_id is not None:
+            taken = _codec_names(stage).get(codec_id)
+            if taken not in (None, name):
+                raise ValueError(f"{stage} codec id {codec_id} of {name!r} is already {taken!r}'s")
         _FACTORIES[key] = factory
         return factory
 
@@ -62,6 +67,26 @@ def factory(stage: str, name: str) -> Callable[..., Any]:
         return _FACTORIES[(stage, name)]
     except KeyError:
         raise KeyError(f"no {stage} backend named {name!r}; available: {available(stage)}") from None
+
+
+def _codec_names(stage: str) -> dict[int, str]:
+    return {f.codec_id: n for (s, n), f in _FACTORIES.items() if s == stage and hasattr(f, "codec_id")}
+
+
+def codec_names(stage: str) -> dict[int, str]:
+    """Wire codec id -> backend name for ``stage`` ("key" or "text"), read off the backends' own
+    ``codec_id`` class attributes, so a new codec is registered in one place. Ids are never reused."""
+    _load_builtins()
+    return _codec_names(stage)
+
+
+def name_for_codec_id(stage: str, codec_id: int) -> str:
+    """Backend name of a codec id read off the wire; ValueError for ids this build lacks."""
+    names = codec_names(stage)
+    try:
+        return names[codec_id]
+    except KeyError:
+        raise ValueError(f"unknown {stage} codec id {codec_id}; known: {names}") from None
 
 
 def create(stage: str, name: str, **config: Any) -> Any:
