@@ -37,7 +37,6 @@ with atheris.instrument_imports(include=["semcom"]):
     from semcom.codec import registry
     from semcom.codec.frame import FrameAssembler, SemanticFrame
     from semcom.codec.imageio import load_image
-    from semcom.codec.key import KEY_CODEC_NAMES
     from semcom.codec.pipeline import SemanticDecoder, SemanticEncoder
     from semcom.paths import data_path
 
@@ -71,7 +70,7 @@ def _key_codecs() -> list:
 def _warm_decoder() -> SemanticDecoder:
     """Build (or fail once to build) every codec a frame can name, so no run pays a model load."""
     decoder = SemanticDecoder()
-    for codec_id in KEY_CODEC_NAMES:
+    for codec_id in registry.codec_names("key"):
         try:
             decoder._codec("key", codec_id)
         except ValueError:
