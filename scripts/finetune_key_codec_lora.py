@@ -31,7 +31,11 @@ sys.path.insert(0, str(ROOT / "python"))
 from semcom.codec.key.learned import DEFAULT_LEARNED_QUALITY, LearnedTileCodec  # noqa: E402
 from semcom.codec.key.learned_model import TileAutoencoder  # noqa: E402
 
-TARGETS = ["analysis.0", "analysis.2", "analysis.4", "analysis.6"]
+
+
+def analysis_convs(model: TileAutoencoder) -> list[str]:
+    """The LoRA targets: every analysis convolution (peft wraps Conv2d, not ConvTranspose2d)."""
+    return [f"analysis.{i}" for i, layer in enumerate(model.analysis) if isinstance(layer, torch.nn.Conv2d)]
 
 
 def faces() -> np.ndarray:
@@ -47,7 +51,7 @@ def faces() -> np.ndarray:
 def with_lora(model: TileAutoencoder, rank: int):
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, lora_dropout=0.0)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=analysis_convs(model), lora_dropout=0.0)
     return inject_adapter_in_model(config, model)
 
 
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         m.load_state_dict(codec.model.state_dict())
         return m
 
+    targets = analysis_convs(codec.model)
     model = with_lora(fresh(), args.rank)
     for name, param in model.named_parameters():
         param.requires_grad = "lora_" in name
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if it % 100 == 0:
             print(f"step {it}  loss {loss.item():.3f}  [{time.time() - t0:.0f} s]", flush=True)
     adapter = {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(adapter, str(args.out), metadata={"base": "key_codec.safetensors", "targets": ",".join(TARGETS),
+    save_file(adapter, str(args.out), metadata={"base": "key_codec.safetensors", "targets": ",".join(targets),
                                                 "rank": str(args.rank), "quality": str(args.quality)})
     # Load it back into a fresh model, as a transmitter would.
     reloaded = with_lora(fresh(), args.rank)
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     reloaded.eval()
     after = evaluate(codec, reloaded, held_out)
     n_adapter = sum(v.numel() for v in adapter.values())
-    print(f"\nLoRA rank {args.rank} on {TARGETS}: {n_adapter} parameters, {args.out.stat().st_size} bytes "
+    print(f"\nLoRA rank {args.rank} on {targets}: {n_adapter} parameters, {args.out.stat().st_size} bytes "
           f"({args.out}); {args.steps} steps in {time.time() - t0:.0f} s")
     print(f"Held-out faces (lfw_subset 150..199, 64x64), quality {args.quality}, stock decoder:")
     print("| encoder | bytes/tile | PSNR dB | SSIM |\n|---|---|---|---|")

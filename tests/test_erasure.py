@@ -62,7 +62,7 @@ def test_key_quality_degrades_smoothly_with_the_erasure_rate(trials):
     generated = [r.mean_generated_share for r in rows]
     assert all(a >= b for a, b in zip(psnr, psnr[1:])), psnr
     assert all(a <= b for a, b in zip(generated, generated[1:])), generated
-    assert psnr[0] > 33.0
+    assert psnr[0] > 32.0
     # Smooth: the generated share follows the loss rate (each tile travels once), no cliff.
     for rate, share in zip(RATES, generated):
         assert abs(share - rate) < 0.15, (rate, share)

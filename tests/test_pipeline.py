@@ -39,12 +39,12 @@ def test_bundled_photos_key_region_faithful_and_cheaper_than_jpeg(photos, encode
         (frame,) = through_pdus(encoded)
         recon = decoder.decode(frame)
         quality = quality_report(image, recon.image, encoded.key_mask)
-        assert quality["key_psnr_db"] > 33.0, (name, quality)
+        assert quality["key_psnr_db"] > 31.0, (name, quality)      # learned tiles at the default level
         assert recon.generated_share == 0.0 and not recon.text_lost
         frame_bytes = sum(map(len, encoded.to_pdus()))
         jpeg = jpeg_at_key_psnr(image, encoded.key_mask, quality["key_psnr_db"])
         assert jpeg.key_psnr_db >= quality["key_psnr_db"]
-        assert frame_bytes * 1.5 < jpeg.bytes, (name, frame_bytes, jpeg)
+        assert frame_bytes * 1.8 < jpeg.bytes, (name, frame_bytes, jpeg)
 
 
 def test_decoded_key_pixels_are_exactly_the_codec_output(chelsea, encoder, decoder):
@@ -87,10 +87,16 @@ def test_unknown_key_codec_generates_everything(chelsea, encoder, decoder):
     assert recon.generated_share == 1.0 and recon.tiles_corrupt == len(frame.key_tiles)
 
 
+def _box_slices(frame, index: int) -> tuple[slice, slice]:
+    y0, x0, y1, x1 = frame.tile_box(index)
+    return slice(y0, y1), slice(x0, x1)
+
+
 def test_corrupt_tile_is_generated_not_raised(chelsea, encoder, decoder):
     encoded = encoder.encode(chelsea)
     (frame,) = through_pdus(encoded)
-    first = frame.key_tile_indices()[0]
+    key_mask = frame.key_mask()
+    first = next(i for i in frame.key_tile_indices() if key_mask[_box_slices(frame, i)].any())
     frame.key_tiles[first] = b"\x00garbage"
     recon = decoder.decode(frame)
     assert recon.tiles_corrupt == 1 and recon.generated_share > 0

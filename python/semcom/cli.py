@@ -11,6 +11,7 @@ import numpy as np
 
 from semcom.codec import registry
 from semcom.codec.imageio import load_image, save_png
+from semcom.codec.key.learned import DEFAULT_LEARNED_QUALITY
 from semcom.codec.pipeline import PipelineConfig
 from semcom.constants import DEFAULT_KEY_QUALITY, LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.paths import data_path
@@ -149,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="channel sample-clock ratio")
     loop.add_argument("--seed", type=int, default=42, help="channel noise seed")
     loop.add_argument("--config", help="pipeline preset (JSON/YAML); default: built-in offline pipeline")
-    loop.add_argument("--key-quality", type=int, help=f"key codec quality 1..100 (default {DEFAULT_KEY_QUALITY})")
+    loop.add_argument("--key-quality", type=int, help="key codec quality: 1..8 for the default learned codec (default "
+                      f"{DEFAULT_LEARNED_QUALITY}), 1..100 for webp/jpeg (default {DEFAULT_KEY_QUALITY})")
     region = loop.add_mutually_exclusive_group()
     region.add_argument("--mask", help="key mask image (non-zero = key), same size as the image")
     region.add_argument("--box", type=_box, help="key region as x,y,w,h pixels")

@@ -44,7 +44,7 @@ class PipelineConfig:
 
     regions: str = "saliency"
     regions_options: dict[str, Any] = field(default_factory=dict)
-    key: str = "webp"
+    key: str = "learned"
     key_options: dict[str, Any] = field(default_factory=dict)
     describe: str = "labels"
     describe_options: dict[str, Any] = field(default_factory=dict)
@@ -207,10 +207,12 @@ class SemanticEncoder:
             frame = SemanticFrame(image_id, w, h, tile_px, self.config.mask_block_px,
                                   self.key_codec.codec_id, self.text_codec.codec_id, blocks, text=text)
             coded = frame.coded_mask()
-            for index in frame.key_tile_indices():
+            indices = frame.key_tile_indices()
+            tiles = []
+            for index in indices:
                 y0, x0, y1, x1 = frame.tile_box(index)
-                tile = extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])
-                frame.key_tiles[index] = self.key_codec.encode_tile(np.ascontiguousarray(tile))
+                tiles.append(np.ascontiguousarray(extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])))
+            frame.key_tiles.update(zip(indices, self._encode_tiles(tiles)))
             try:
                 frame.to_pdus(self.config.pdu_bytes)
             except TileTooLarge:
@@ -219,6 +221,11 @@ class SemanticEncoder:
                 continue
             return Encoded(frame, frame.key_mask(), description)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _encode_tiles(self, tiles: list[np.ndarray]) -> list[bytes]:
+        """One network call per tile shape when the codec offers a batched path (the learned codec)."""
+        batched = getattr(self.key_codec, "encode_tiles", None)
+        return batched(tiles) if batched else [self.key_codec.encode_tile(t) for t in tiles]
 
 
 class SemanticDecoder:

@@ -22,6 +22,8 @@ class KeyTileCodec(Protocol):
     """One key-region tile <-> bytes. Tiles are coded independently so that a lost PDU costs one tile.
 
     ``codec_id`` (0..255) goes on the wire so the receiver can refuse a frame coded with a codec it lacks.
+    A codec with a rate knob takes ``quality`` (1..``max_quality``, higher = more bytes) in its constructor
+    and exposes ``max_quality``, so rate control (``semcom eval``) can search it.
     """
 
     codec_id: int

@@ -28,6 +28,7 @@ from semcom.codec import registry
 from semcom.codec.frame import FrameAssembler
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
 from semcom.constants import DEFAULT_KEY_FRACTION
+from semcom.eval.baselines import largest_fitting
 
 # A lost frame (nothing decodable came out) is scored as this uniform image: the receiver shows grey.
 LOST_FRAME_GREY = 128
@@ -101,23 +102,6 @@ class Scheme:
         return tuple(delivery.delivered)
 
 
-def _largest_fitting(low: int, high: int, fits: Callable[[int], Any]) -> tuple[int, Any] | None:
-    """Largest q in [low, high] with ``fits(q)`` not None (assumes size grows with q): (q, result) or None."""
-    best = None
-    result = fits(low)
-    if result is None:
-        return None
-    best = (low, result)
-    while low < high:
-        mid = (low + high + 1) // 2
-        result = fits(mid)
-        if result is not None:
-            best, low = (mid, result), mid
-        else:
-            high = mid - 1
-    return best
-
-
 class _SemanticBase(Scheme):
     def __init__(self, phy, config: PipelineConfig | None = None):
         super().__init__(phy, config)
@@ -141,20 +125,34 @@ class _SemanticBase(Scheme):
 
 @register_scheme("semcom")
 class SemcomScheme(_SemanticBase):
-    """Ours, the configured pipeline. Rate rule: the largest key-codec quality (bisection over 1..100)
-    whose frame fits the budget; if quality 1 does not fit, the key fraction is halved (saliency splitter
-    re-run) until it fits or falls under MIN_KEY_FRACTION; then the key region is dropped (text only)."""
+    """Ours, the configured pipeline. Rate rule: the largest key-codec quality (bisection over
+    1..``max_quality``; a codec without a quality knob is used as configured) whose frame fits the
+    budget; if quality 1 does not fit, the key fraction is halved (saliency splitter re-run) until it
+    fits or falls under MIN_KEY_FRACTION; then the key region is dropped (text only)."""
+
+    def __init__(self, phy, config: PipelineConfig | None = None):
+        super().__init__(phy, config)
+        self._configured_key_codec = self.encoder.key_codec
 
     def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
         c = self.config
+        configured = self._configured_key_codec
+        max_quality = getattr(configured, "max_quality", None)
         fraction, mask = DEFAULT_KEY_FRACTION, key_mask
         while True:
-            def fits(quality: int, mask=mask):
-                self.encoder.key_codec = registry.create("key", c.key, **{**c.key_options, "quality": quality})
+            def fits(quality: int | None, mask=mask):
+                self.encoder.key_codec = configured if quality is None else \
+                    registry.create("key", c.key, **{**c.key_options, "quality": quality})
                 encoded, pdus = self._encode(image, mask)
                 return (encoded, pdus) if self.symbols(pdus) <= budget_symbols else None
 
-            found = _largest_fitting(1, 100, fits) if mask.any() else None
+            if not mask.any():
+                found = None
+            elif max_quality is None:
+                result = fits(None)
+                found = None if result is None else (0, result)
+            else:
+                found = largest_fitting(1, max_quality, fits)
             if found is not None:
                 quality, (encoded, pdus) = found
                 return Payload(pdus, self.symbols(pdus),
@@ -204,7 +202,7 @@ class _SeparationScheme(Scheme):
                 pdus = self._chunks(buffer.getvalue())
                 return pdus if self.symbols(pdus) <= budget_symbols else None
 
-            found = _largest_fitting(1, self.max_quality, fits)
+            found = largest_fitting(1, self.max_quality, fits)
             if found is not None:
                 quality, pdus = found
                 return Payload(pdus, self.symbols(pdus), {"quality": quality, "scale": scale}, image)

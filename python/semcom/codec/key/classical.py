@@ -15,10 +15,11 @@ class _PillowTileCodec:
 
     codec_id: int
     _format: str
+    max_quality = 100
 
     def __init__(self, quality: int = DEFAULT_KEY_QUALITY):
-        if not 1 <= int(quality) <= 100:
-            raise ValueError(f"quality must be in 1..100, got {quality}")
+        if not 1 <= int(quality) <= self.max_quality:
+            raise ValueError(f"quality must be in 1..{self.max_quality}, got {quality}")
         self.quality = int(quality)
 
     def _save_options(self) -> dict:

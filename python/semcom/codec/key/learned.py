@@ -1,6 +1,7 @@
 """Learned key-tile codec: a small factorized-prior autoencoder + rANS entropy coding, trained by the project.
 
-Tile bytes: one header byte (high nibble: format version, low nibble: quality level 1..15) followed by
+Tile bytes: one header byte (high nibble: the weights' bitstream version, low nibble: quality level
+1..15) followed by
 a rANS stream (see ``rans.py``) of the quantized latents, channel-major, each channel coded with its
 own static frequency table fitted on training crops after training (a factorized prior).
 
@@ -25,11 +26,12 @@ from semcom.codec.key.rans import FrequencyTables
 from semcom.codec.registry import register
 
 WEIGHTS_NAME = "key_codec.safetensors"
-TRAIN_COMMAND = "python scripts/train_key_codec.py --steps 16000 --out gr-semcom/weights/key_codec.safetensors"
-FORMAT_VERSION = 1
+TRAIN_COMMAND = "python scripts/train_key_codec.py --out gr-semcom/weights/key_codec.safetensors"
+# Weights files name the bitstream version their tiles carry (1..15); a receiver whose weights carry
+# another version refuses the tiles (they are then generated) instead of decoding them into wrong pixels.
+DEFAULT_BITSTREAM_VERSION = 1     # files written before the version was recorded
 DEFAULT_LEARNED_QUALITY = 4
 MAX_TILE_SIDE_PX = 256            # the frame's tiles are at most 64 px; refuse anything far larger
-PAD_MULTIPLE = 16                 # the transforms downsample by 16
 
 _cache: dict[str, "_LoadedCodec"] = {}
 _cache_lock = threading.Lock()
@@ -62,6 +64,10 @@ class _LoadedCodec:
             raise ValueError(f"{path} is not a semcom key codec weights file (format {meta.get('format')!r})")
         self.config = LearnedCodecConfig(**json.loads(meta["config"]))
         self.steps = [float(s) for s in json.loads(meta["steps"])]
+        self.bitstream_version = int(meta.get("bitstream_version", DEFAULT_BITSTREAM_VERSION))
+        if not 1 <= self.bitstream_version <= 15 or not 1 <= len(self.steps) <= 15:
+            raise ValueError(f"{path}: bitstream version {self.bitstream_version} and {len(self.steps)} levels "
+                             f"must each be 1..15 (one header nibble)")
         self.model = TileAutoencoder(self.config)
         state = {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(state)
@@ -98,8 +104,8 @@ def _check_tile(tile: np.ndarray) -> np.ndarray:
     return tile
 
 
-def _padded(n: int) -> int:
-    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+def _padded(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 @register("key", "learned")
@@ -118,14 +124,24 @@ class LearnedTileCodec:
     def model(self):
         return self._weights.model
 
+    @property
+    def max_quality(self) -> int:
+        """Quality levels run 1..max_quality (one quantization step each, from the weights file)."""
+        return self._weights.levels
+
+    @property
+    def downsample(self) -> int:
+        """Tiles are edge-padded to a multiple of this before the transforms."""
+        return self._weights.config.downsample
+
     # --- latents <-> pixels (the deterministic model path) ---------------------------------------
 
     def analyse(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
-        """Same-shaped (h, w, 3) uint8 tiles -> integer latents (M, ceil(h/16), ceil(w/16)) int64 each."""
+        """Same-shaped (h, w, 3) uint8 tiles -> integer latents (M, ceil(h/d), ceil(w/d)) int64 each, d = downsample."""
         import torch
 
         h, w = tiles[0].shape[:2]
-        ph, pw = _padded(h), _padded(w)
+        ph, pw = _padded(h, self.downsample), _padded(w, self.downsample)
         batch = np.stack([np.pad(t, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge") for t in tiles])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
         step = self._weights.steps[self.quality - 1]
@@ -157,7 +173,7 @@ class LearnedTileCodec:
         quality = self.quality if quality is None else quality
         k = self._weights.support[quality - 1][:, None, None]
         symbols = (latents + k).ravel()
-        header = bytes([(FORMAT_VERSION << 4) | quality])
+        header = bytes([(self._weights.bitstream_version << 4) | quality])
         return header + self._weights.tables.encode(symbols, self._table_ids(quality, latents.shape))
 
     def unpack(self, data: bytes, height: int, width: int) -> tuple[np.ndarray, int]:
@@ -168,9 +184,10 @@ class LearnedTileCodec:
         if len(data) < 5:
             raise ValueError(f"learned tile of {len(data)} bytes is too short")
         version, quality = data[0] >> 4, data[0] & 0x0F
-        if version != FORMAT_VERSION or not 1 <= quality <= self._weights.levels:
+        if version != self._weights.bitstream_version or not 1 <= quality <= self._weights.levels:
             raise ValueError(f"learned tile header 0x{data[0]:02x}: version {version}, level {quality} unsupported")
-        shape = (self._weights.config.latent_channels, _padded(height) // PAD_MULTIPLE, _padded(width) // PAD_MULTIPLE)
+        d = self.downsample
+        shape = (self._weights.config.latent_channels, _padded(height, d) // d, _padded(width, d) // d)
         # A stream can never need more than 2 words per symbol plus the final state; longer is forged.
         if len(data) - 1 > 4 * int(np.prod(shape)) + 4:
             raise ValueError(f"learned tile of {len(data)} bytes is longer than any {width}x{height} tile can be")

@@ -1,10 +1,12 @@
 """The torch side of the learned key-tile codec: analysis/synthesis transforms and the training prior.
 
 A factorized-prior autoencoder after Ballé et al. 2017 ("End-to-end optimized image compression"),
-made small enough to train on two CPU cores: four stride-2 5x5 convolutions with GDN to latents of
-``latent_channels`` channels at 1/16 of the tile's resolution, and the mirror image with inverse GDN.
+made small enough to train on two CPU cores: log2(``downsample``) stride-2 5x5 convolutions with GDN
+to latents of ``latent_channels`` channels at 1/``downsample`` of the tile's resolution, and the mirror
+image with inverse GDN.
 
-Shapes: images (B, 3, H, W) float32 in [0, 1] with H, W multiples of 16; latents (B, M, H/16, W/16).
+Shapes: images (B, 3, H, W) float32 in [0, 1] with H, W multiples of ``downsample``;
+latents (B, M, H/downsample, W/downsample).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-DOWNSAMPLE = 16
-
 
 @dataclass
 class LearnedCodecConfig:
     channels: int = 64          # N, width of the hidden layers
     latent_channels: int = 96   # M, channels of the coded latents
+    downsample: int = 16        # latents at 1/downsample of the tile's side: 8 or 16 (3 or 4 stride-2 layers)
+
+    def __post_init__(self):
+        if self.downsample not in (8, 16):
+            raise ValueError(f"downsample must be 8 or 16, got {self.downsample}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,9 +66,14 @@ class TileAutoencoder(nn.Module):
         super().__init__()
         self.config = config or LearnedCodecConfig()
         n, m = self.config.channels, self.config.latent_channels
-        self.analysis = nn.Sequential(_conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
-        self.synthesis = nn.Sequential(_deconv(m, n), GDN(n, True), _deconv(n, n), GDN(n, True),
-                                       _deconv(n, n), GDN(n, True), _deconv(n, 3))
+        hidden = self.config.downsample.bit_length() - 2       # stride-2 layers between input and latents
+        analysis: list[nn.Module] = [_conv(3, n), GDN(n)]
+        synthesis: list[nn.Module] = [_deconv(m, n), GDN(n, True)]
+        for _ in range(hidden - 1):
+            analysis += [_conv(n, n), GDN(n)]
+            synthesis += [_deconv(n, n), GDN(n, True)]
+        self.analysis = nn.Sequential(*analysis, _conv(n, m))
+        self.synthesis = nn.Sequential(*synthesis, _deconv(n, 3))
         self.prior_log_scale = nn.Parameter(torch.zeros(m))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
