@@ -56,7 +56,7 @@ def measure(image: np.ndarray, config: PipelineConfig) -> tuple[dict, dict]:
     enc_clock, dec_clock = defaultdict(float), defaultdict(float)
     encoder, decoder = SemanticEncoder(config), SemanticDecoder(config)
     encoder.splitter = _Timed(encoder.splitter, "regions", enc_clock, ("split",))
-    encoder.key_codec = _Timed(encoder.key_codec, "key", enc_clock, ("encode_tile",))
+    encoder.key_codec = _Timed(encoder.key_codec, "key", enc_clock, ("encode_tile", "encode_tiles"))
     encoder.describer = _Timed(encoder.describer, "describe", enc_clock, ("describe",))
     encoder.text_codec = _Timed(encoder.text_codec, "text", enc_clock, ("compress",))
     started = time.perf_counter()
