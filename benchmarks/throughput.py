@@ -63,16 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snr-db", type=float, default=20.0)
     args = parser.parse_args(argv)
     config = PipelineConfig()
-    link = LinkConfig(snr_db=args.snr_db)
-    phy = PhyConfig(modulation=link.modulation, fec_code=link.fec_code, samples_per_symbol=link.samples_per_symbol,
-                    frequency_offset=link.frequency_offset, timing_offset=link.timing_offset)
+    link = LinkConfig(snr_db=args.snr_db)      # a PhyConfig too: part A runs the very same PHY
     photos = bundled_photos()
     images = [load_image(photos[i % len(photos)]) for i in range(args.images)]
     encoder = SemanticEncoder(config)
     pdus = [p for i, image in enumerate(images) for p in encoder.encode(image, image_id=i).to_pdus(config.pdu_bytes)]
     rss_start = peak_rss_mb()
 
-    a_s, a_samples, a_out = phy_only(pdus, args.snr_db, phy)
+    a_s, a_samples, a_out = phy_only(pdus, args.snr_db, link)
     rss_a = peak_rss_mb()
     b_s, b_samples, b_out = whole_link(images, args.snr_db, link, config)
     rss_b = peak_rss_mb()

@@ -40,3 +40,8 @@ def test_low_snr_still_gives_an_image_with_the_lost_parts_generated(chelsea):
             assert result.rx_stats["frames_partial"] == 1
             return
     pytest.fail("no run at 5 dB lost packets while keeping its header: the PHY's PER moved, check the table")
+
+
+def test_pipeline_pdus_larger_than_the_link_mtu_are_refused(chelsea):
+    with pytest.raises(ValueError, match="1000 bytes exceed the link's 500-byte MTU"):
+        run_loopback(chelsea, LinkConfig(mtu_bytes=500))

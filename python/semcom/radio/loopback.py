@@ -9,9 +9,9 @@ import numpy as np
 from gnuradio import channels, gr
 
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
-from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
+from semcom.radio.pdu_link import PhyConfig
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
 
@@ -21,15 +21,12 @@ DRAIN_S = 3.0
 
 
 @dataclass
-class LinkConfig:
-    """Physical layer of the loopback. ``snr_db`` is Es/N0 per channel symbol (see packet.noise_voltage_for_snr)."""
+class LinkConfig(PhyConfig):
+    """The loopback's PHY (the same fields as the evaluation's ``PhyConfig``, so a PER table measured
+    for one describes the other) plus the channel: ``snr_db`` is Es/N0 per channel symbol
+    (see packet.noise_voltage_for_snr)."""
 
     snr_db: float = 20.0
-    modulation: str = "qpsk"
-    fec_code: str = "cc"
-    samples_per_symbol: int = 2
-    frequency_offset: float = LOOPBACK_FREQUENCY_OFFSET   # cycles per sample
-    timing_offset: float = LOOPBACK_TIMING_OFFSET         # sample-clock ratio (channel_model epsilon)
     noise_seed: int = 42
 
     def to_dict(self) -> dict:
@@ -41,18 +38,20 @@ class loopback_flowgraph(gr.top_block):
 
     def __init__(self, link: LinkConfig, config: PipelineConfig, output_path: str = "", rx_timeout_s: float = 1.0):
         gr.top_block.__init__(self, "semcom loopback")
+        if config.pdu_bytes > link.mtu_bytes:
+            raise ValueError(f"pipeline PDUs of {config.pdu_bytes} bytes exceed the link's {link.mtu_bytes}-byte MTU")
         self.link = link
         self.tx = semantic_tx(config=config)
         self.modulator = packet.packet_tx(modulation=link.modulation, fec_code=link.fec_code,
                                           samples_per_symbol=link.samples_per_symbol,
-                                          mtu_bytes=config.pdu_bytes)
+                                          mtu_bytes=link.mtu_bytes)
         noise_voltage = packet.noise_voltage_for_snr(link.snr_db, link.modulation, link.samples_per_symbol)
         self.channel = channels.channel_model(noise_voltage=noise_voltage, frequency_offset=link.frequency_offset,
                                               epsilon=link.timing_offset, taps=[1.0 + 0j],
                                               noise_seed=link.noise_seed, block_tags=False)
         self.demodulator = packet.packet_rx(modulation=link.modulation, fec_code=link.fec_code,
                                             samples_per_symbol=link.samples_per_symbol,
-                                            mtu_bytes=config.pdu_bytes)
+                                            mtu_bytes=link.mtu_bytes)
         self.rx = semantic_rx(output_path=output_path, config=config, timeout_s=rx_timeout_s)
         self.msg_connect((self.tx, "pdus"), (self.modulator, "in"))
         self.connect(self.modulator, self.channel, self.demodulator)

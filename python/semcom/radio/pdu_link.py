@@ -28,7 +28,7 @@ POLL_S = 0.05
 
 @dataclass
 class PhyConfig:
-    """The PHY half of ``loopback.LinkConfig`` (same names and defaults), without the SNR."""
+    """The packet PHY: modem, code and the channel's offsets. ``loopback.LinkConfig`` extends it with the SNR."""
 
     modulation: str = "qpsk"
     fec_code: str = "cc"
