@@ -95,7 +95,8 @@ def pipeline_point(image: np.ndarray, key_mask: np.ndarray, key: str, quality: i
 
 def pipeline_at_bytes(image: np.ndarray, key_mask: np.ndarray, key: str, budget_bytes: int,
                       max_quality: int = 100, config=None) -> KeyRegionPoint | None:
-    """The pipeline with key codec ``key`` at its largest quality whose frame fits ``budget_bytes``."""
+    """The pipeline with key codec ``key`` at its largest quality (1..``max_quality``, the codec's top
+    level: 100 for webp/jpeg) whose frame fits ``budget_bytes``; None when even quality 1 does not."""
     def fits(quality: int) -> KeyRegionPoint | None:
         point = pipeline_point(image, key_mask, key, quality, config)
         return point if point.bytes <= budget_bytes else None
