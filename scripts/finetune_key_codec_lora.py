@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""LoRA fine-tuning of the learned key codec's *encoder* on a new domain (faces), with peft.
+"""LoRA fine-tuning of the learned key codec's *encoder* on a new domain, with peft.
 
-    python scripts/finetune_key_codec_lora.py [--steps 600] [--out /tmp/key_codec_faces_lora.safetensors]
+    python scripts/finetune_key_codec_lora.py [--domain faces|text] [--steps 600] [--out ADAPTER.safetensors]
 
 Why encoder only: peft's LoRA wraps Conv2d but not ConvTranspose2d, and the synthesis transform is
 made of ConvTranspose2d. An encoder-only adapter has a deployment upside: the bitstream, the tables
 and the receiver are unchanged (same codec id, stock decoder), only the transmitter loads the adapter.
 
-Data: ``skimage.data.lfw_subset()`` (200 grey 25x25 faces), upscaled to 64x64 (bicubic) and replicated
-to 3 channels; faces 0..149 train, 150..199 are held out. Loss: the training objective of
+Domains (grey images replicated to 3 channels), all offline from the scikit-image wheel:
+- ``faces``: ``lfw_subset()`` (200 grey 25x25 faces) upscaled to 64x64 (bicubic); faces 0..149 train,
+  150..199 are held out.
+- ``text``: printed text, which the codec's training photos lack: random 64x64 crops of ``text()``
+  train, every full 64x64 tile of another document, ``page()``, is held out.
+
+Loss: the training objective of
 ``train_key_codec.py`` (Laplace-prior bits + lambda * 255^2 * MSE) at the chosen level's step.
 Prints bytes / PSNR / SSIM on the held-out faces before and after, through the real entropy coder,
 after saving the adapter to safetensors and loading it back into a fresh model.
@@ -20,6 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,14 +44,38 @@ def analysis_convs(model: TileAutoencoder) -> list[str]:
     return [f"analysis.{i}" for i, layer in enumerate(model.analysis) if isinstance(layer, torch.nn.Conv2d)]
 
 
-def faces() -> np.ndarray:
+def _rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(grey)[..., None], 3, axis=-1)
+
+
+def faces(rng: np.random.Generator) -> tuple[Callable[[int], np.ndarray], np.ndarray, str]:
     from skimage import data
 
     out = []
     for face in data.lfw_subset():
         g = Image.fromarray((np.clip(face, 0, 1) * 255).round().astype(np.uint8)).resize((64, 64), Image.BICUBIC)
-        out.append(np.repeat(np.asarray(g)[:, :, None], 3, axis=2))
-    return np.stack(out)
+        out.append(_rgb(g))
+    all_faces = np.stack(out)
+    train = all_faces[:150]
+    return (lambda n: train[rng.integers(0, len(train), n)]), all_faces[150:], "faces (lfw_subset 150..199)"
+
+
+def text(rng: np.random.Generator) -> tuple[Callable[[int], np.ndarray], np.ndarray, str]:
+    from skimage import data
+
+    source, page = _rgb(data.text()), _rgb(data.page())
+
+    def crops(n: int) -> np.ndarray:
+        ys = rng.integers(0, source.shape[0] - 63, n)
+        xs = rng.integers(0, source.shape[1] - 63, n)
+        return np.stack([source[y:y + 64, x:x + 64] for y, x in zip(ys, xs)])
+
+    held_out = np.stack([page[y:y + 64, x:x + 64] for y in range(0, page.shape[0] - 63, 64)
+                         for x in range(0, page.shape[1] - 63, 64)])
+    return crops, held_out, f"page() tiles ({len(held_out)})"
+
+
+DOMAINS = {"faces": faces, "text": text}
 
 
 def with_lora(model: TileAutoencoder, rank: int):
@@ -75,6 +105,7 @@ def evaluate(codec: LearnedTileCodec, encoder: TileAutoencoder, tiles: np.ndarra
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domain", choices=sorted(DOMAINS), default="faces")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -82,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", type=int, default=DEFAULT_LEARNED_QUALITY)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path("/tmp/key_codec_faces_lora.safetensors"))
+    p.add_argument("--out", type=Path, default=None, help="default: /tmp/key_codec_<domain>_lora.safetensors")
     args = p.parse_args(argv)
+    args.out = args.out or Path(f"/tmp/key_codec_{args.domain}_lora.safetensors")
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
@@ -91,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     codec = LearnedTileCodec(quality=args.quality, weights=args.weights)
-    all_faces = faces()
-    train, held_out = all_faces[:150], all_faces[150:]
+    sample, held_out, held_out_name = DOMAINS[args.domain](rng)
     before = evaluate(codec, codec.model, held_out)
 
     def fresh() -> TileAutoencoder:
@@ -109,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     step = codec._weights.steps[args.quality - 1]
     t0 = time.time()
     for it in range(1, args.steps + 1):
-        idx = rng.integers(0, len(train), 16)
-        batch = train[idx]
+        batch = sample(16)
         if rng.random() < 0.5:
             batch = batch[:, :, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
@@ -124,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if it % 100 == 0:
             print(f"step {it}  loss {loss.item():.3f}  [{time.time() - t0:.0f} s]", flush=True)
     adapter = {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(adapter, str(args.out), metadata={"base": "key_codec.safetensors", "targets": ",".join(targets),
+    save_file(adapter, str(args.out), metadata={"base": "key_codec.safetensors", "domain": args.domain,
+                                                "targets": ",".join(targets),
                                                 "rank": str(args.rank), "quality": str(args.quality)})
     # Load it back into a fresh model, as a transmitter would.
     reloaded = with_lora(fresh(), args.rank)
@@ -135,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     n_adapter = sum(v.numel() for v in adapter.values())
     print(f"\nLoRA rank {args.rank} on {targets}: {n_adapter} parameters, {args.out.stat().st_size} bytes "
           f"({args.out}); {args.steps} steps in {time.time() - t0:.0f} s")
-    print(f"Held-out faces (lfw_subset 150..199, 64x64), quality {args.quality}, stock decoder:")
+    print(f"Held-out {held_out_name}, 64x64, quality {args.quality}, stock decoder:")
     print("| encoder | bytes/tile | PSNR dB | SSIM |\n|---|---|---|---|")
-    for name, r in (("base", before), ("base + face LoRA", after)):
+    for name, r in (("base", before), (f"base + {args.domain} LoRA", after)):
         print(f"| {name} | {r['bytes']:.0f} | {r['psnr_db']:.2f} | {r['ssim']:.4f} |")
     return 0
 
