@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "python"))
 from semcom.codec.key.learned import LearnedTileCodec  # noqa: E402
 from semcom.codec.pipeline import SemanticEncoder  # noqa: E402
 from semcom.eval.baselines import jpeg_at_bytes, pipeline_at_bytes, pipeline_point  # noqa: E402
+from semcom.eval.metrics import psnr_db, ssim  # noqa: E402
 
 TILE = 64
 HELD_OUT = ("chelsea", "coffee")
@@ -102,15 +102,6 @@ def decode_pillow(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 100.0 if mse == 0 else min(100.0, 10 * np.log10(255.0**2 / mse))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return float(structural_similarity(a, b, channel_axis=2, data_range=255))
-
-
 def run(weights: Path | None) -> list[dict]:
     tiles = held_out_tiles()
     ladders = {fmt: [pillow_ladder(t, fmt) for t in tiles] for fmt in ("JPEG", "WEBP")}
@@ -120,11 +111,11 @@ def run(weights: Path | None) -> list[dict]:
         codec = LearnedTileCodec(quality=level, weights=weights)
         data = [codec.encode_tile(t) for t in tiles]
         dec = [codec.decode_tile(d, TILE, TILE) for d in data]
+        learned_ssim = [ssim(t, o) for t, o in zip(tiles, dec)]
         row = {"quality": level, "tiles": len(tiles),
                "learned": {"bytes": float(np.mean([len(d) for d in data])),
                            "psnr_db": float(np.mean([psnr_db(t, o) for t, o in zip(tiles, dec)])),
-                           "ssim": float(np.mean([ssim(t, o) for t, o in zip(tiles, dec)]))}}
-        learned_ssim = [ssim(t, o) for t, o in zip(tiles, dec)]
+                           "ssim": float(np.mean(learned_ssim))}}
         for fmt, ladder in ladders.items():
             sizes, ps, ss, over = [], [], [], 0
             for tile, budget, encodings in zip(tiles, data, ladder):

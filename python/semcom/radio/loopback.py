@@ -6,12 +6,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from gnuradio import channels, gr
+from gnuradio import gr
 
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
-from semcom.radio.pdu_link import PhyConfig
+from semcom.radio.pdu_link import PhyConfig, phy_chain
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
 
@@ -42,16 +42,7 @@ class loopback_flowgraph(gr.top_block):
             raise ValueError(f"pipeline PDUs of {config.pdu_bytes} bytes exceed the link's {link.mtu_bytes}-byte MTU")
         self.link = link
         self.tx = semantic_tx(config=config)
-        self.modulator = packet.packet_tx(modulation=link.modulation, fec_code=link.fec_code,
-                                          samples_per_symbol=link.samples_per_symbol,
-                                          mtu_bytes=link.mtu_bytes)
-        noise_voltage = packet.noise_voltage_for_snr(link.snr_db, link.modulation, link.samples_per_symbol)
-        self.channel = channels.channel_model(noise_voltage=noise_voltage, frequency_offset=link.frequency_offset,
-                                              epsilon=link.timing_offset, taps=[1.0 + 0j],
-                                              noise_seed=link.noise_seed, block_tags=False)
-        self.demodulator = packet.packet_rx(modulation=link.modulation, fec_code=link.fec_code,
-                                            samples_per_symbol=link.samples_per_symbol,
-                                            mtu_bytes=link.mtu_bytes)
+        self.modulator, self.channel, self.demodulator = phy_chain(link, link.snr_db, link.noise_seed)
         self.rx = semantic_rx(output_path=output_path, config=config, timeout_s=rx_timeout_s)
         self.msg_connect((self.tx, "pdus"), (self.modulator, "in"))
         self.connect(self.modulator, self.channel, self.demodulator)

@@ -41,6 +41,19 @@ class PhyConfig:
         return f"{self.modulation}_{self.fec_code}"
 
 
+def phy_chain(phy: PhyConfig, snr_db: float, noise_seed: int):
+    """(packet_tx, channel_model, packet_rx) for ``phy`` at ``snr_db`` (Es/N0): the chain every simulated link runs."""
+    tx = packet.packet_tx(modulation=phy.modulation, fec_code=phy.fec_code,
+                          samples_per_symbol=phy.samples_per_symbol, mtu_bytes=phy.mtu_bytes)
+    noise_voltage = packet.noise_voltage_for_snr(snr_db, phy.modulation, phy.samples_per_symbol)
+    channel = channels.channel_model(noise_voltage=noise_voltage, frequency_offset=phy.frequency_offset,
+                                     epsilon=phy.timing_offset, taps=[1.0 + 0j], noise_seed=noise_seed,
+                                     block_tags=False)
+    rx = packet.packet_rx(modulation=phy.modulation, fec_code=phy.fec_code,
+                          samples_per_symbol=phy.samples_per_symbol, mtu_bytes=phy.mtu_bytes)
+    return tx, channel, rx
+
+
 class _pdu_collector(gr.basic_block):
     """Keeps the payloads of the PDUs that passed the receiver's CRC, in arrival order."""
 
@@ -63,14 +76,7 @@ class pdu_link_flowgraph(gr.top_block):
     def __init__(self, pdus: list[bytes], snr_db: float, phy: PhyConfig, noise_seed: int = 42):
         gr.top_block.__init__(self, "semcom pdu link")
         self.source = pdu_list_source(pdus)
-        self.tx = packet.packet_tx(modulation=phy.modulation, fec_code=phy.fec_code,
-                                   samples_per_symbol=phy.samples_per_symbol, mtu_bytes=phy.mtu_bytes)
-        noise_voltage = packet.noise_voltage_for_snr(snr_db, phy.modulation, phy.samples_per_symbol)
-        self.channel = channels.channel_model(noise_voltage=noise_voltage, frequency_offset=phy.frequency_offset,
-                                              epsilon=phy.timing_offset, taps=[1.0 + 0j],
-                                              noise_seed=noise_seed, block_tags=False)
-        self.rx = packet.packet_rx(modulation=phy.modulation, fec_code=phy.fec_code,
-                                   samples_per_symbol=phy.samples_per_symbol, mtu_bytes=phy.mtu_bytes)
+        self.tx, self.channel, self.rx = phy_chain(phy, snr_db, noise_seed)
         self.sink = _pdu_collector()
         self.msg_connect((self.source, "out"), (self.tx, "in"))
         self.connect(self.tx, self.channel, self.rx)
