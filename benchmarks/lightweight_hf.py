@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_row(component, variant, args)))
         return 0
     if not (args.captioner and args.inpainter):
-        from semcom.codec.hf_tiny import build_tiny_models
+        from semcom.testing.hf_tiny import build_tiny_models
 
         tiny = build_tiny_models(args.tiny_dir)
         args.captioner = args.captioner or str(tiny["blip"])

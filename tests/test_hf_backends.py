@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from semcom.codec.hf_tiny import build_tiny_models
+    from semcom.testing.hf_tiny import build_tiny_models
 
     return {k: str(v) for k, v in build_tiny_models(tmp_path_factory.mktemp("tiny-hf")).items()}
 

@@ -170,7 +170,7 @@ def cmd_finetune(args) -> int:
         raise ValueError("--steps must be at least 1")
     model, captioner_model, size = args.model, args.captioner, args.size
     if args.tiny:
-        from semcom.codec.hf_tiny import build_tiny_models
+        from semcom.testing.hf_tiny import build_tiny_models
 
         tiny = build_tiny_models(args.tiny)
         model = model or str(tiny["blip" if args.target == "captioner" else "sd"])
