@@ -21,8 +21,9 @@ def _random_pdus(count, seed, max_len=1200):
 
 
 def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, channel_seed=7):
-    """Run the loopback until all PDUs arrived, the RX has been idle for ``idle_s`` (no new header,
-    decoded payload or PDU) or the timeout; returns (received, rx)."""
+    """Run the loopback until all PDUs arrived, the flowgraph has been idle for ``idle_s`` (no sample
+    sent or received, no new header, decoded payload or PDU: a busy machine slows it down but does
+    not end it early) or the timeout; returns (received, rx)."""
     tb = gr.top_block()
     source = pdu_list_source(pdus)
     tx = packet.packet_tx(modulation, fec_code, SPS)
@@ -37,7 +38,8 @@ def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, chan
     start = last_change = time.time()
     state = None
     while sink.num_messages() < len(pdus) and time.time() - start < timeout_s:
-        new_state = (sink.num_messages(), rx.headers_detected(), rx.packets_failed_crc())
+        new_state = (sink.num_messages(), rx.headers_detected(), rx.packets_failed_crc(),
+                     tx.burst_length.nitems_written(0), rx.correlator.nitems_read(0))
         if new_state != state:
             state, last_change = new_state, time.time()
         elif time.time() - last_change > idle_s:
@@ -161,3 +163,38 @@ def test_released_flowgraphs_free_most_of_their_shared_memory():
         received, _ = _loopback(_random_pdus(2, seed=seed, max_len=50), "qpsk", "cc", snr_db=25, channel_seed=seed + 1)
         assert len(received) == 2
     assert segments() - before <= 3 * 20
+
+
+def test_mcs_table_rows_are_stock_modem_settings_ordered_by_rate():
+    from semcom.radio.mcs import MCS_TABLE, mcs_by_name
+
+    rates = [m.payload_bits_per_symbol for m in MCS_TABLE]
+    assert rates == sorted(rates) and rates[0] <= 0.25 and rates[-1] >= 3.0
+    assert all(m.modulation in packet.MODULATIONS and m.fec_code in packet.FEC_CODES for m in MCS_TABLE)
+    with pytest.raises(ValueError, match="unknown MCS"):
+        mcs_by_name("qpsk-r99")
+
+
+@pytest.mark.parametrize("fec_code", ["cc34", "cc14"])
+def test_rate_matching_inverts_at_every_length_and_counts_malformed_frames(fec_code):
+    """The receiver's rate matcher restores the rate-1/2 soft frame the encoder's output came from, for
+    every PDU length; a soft frame of a length no encoder emits is dropped and counted, not decoded."""
+    tx, rx = packet._rate_match_tx(fec_code), packet._rate_match_rx(fec_code)
+    published = []
+    for block in (tx, rx):
+        block.message_port_pub = lambda port, msg: published.append(msg)
+    rng = np.random.default_rng(1)
+    for pdu_len in (1, 2, 3, 7, 64, 333, 1000, 1500):
+        coded = rng.integers(0, 256, packet._encoded_payload_bytes(pdu_len, "cc"), dtype=np.uint8)
+        tx._on_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_u8vector(len(coded), coded)))
+        sent = np.asarray(pmt.u8vector_elements(pmt.cdr(published.pop())), np.uint8)
+        assert len(sent) == packet._encoded_payload_bytes(pdu_len, fec_code)
+        soft = 1.0 - 2.0 * np.unpackbits(sent).astype(np.float32)            # bit 0 -> +1, bit 1 -> -1
+        rx._on_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_f32vector(len(soft), soft)))
+        restored = np.asarray(pmt.f32vector_elements(pmt.cdr(published.pop())))
+        expected = 1.0 - 2.0 * np.unpackbits(coded).astype(np.float32)
+        kept = restored != 0                                                   # punctured bits are erasures
+        assert len(restored) == len(expected) and np.array_equal(restored[kept], expected[kept])
+        assert kept.mean() == pytest.approx(1.0 if fec_code == "cc14" else 2 / 3, abs=0.01)
+    rx._on_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_f32vector(12, np.ones(12, np.float32))))
+    assert rx.malformed == 1 and not published
