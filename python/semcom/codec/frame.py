@@ -5,9 +5,13 @@ PDU (big-endian)::
     magic "SM" | version u8 | flags u8 | image_id u16 | segment u8 | index u16 | count u16 | payload
 
 ``segment`` is HEADER (geometry and the coarse key mask), KEY (whole key tiles, each
-``tile_index u16 | length u16 | bytes``) or TEXT (the compressed non-key description). ``count`` is
-the number of PDUs of that segment, so the receiver knows what is missing. The header PDU is sent
-``HEADER_REPEATS`` times because nothing can be drawn without it.
+``tile_index u16 | length u16 | bytes``), TEXT (the compressed non-key description) or SKETCH (a tiny
+coded thumbnail of the whole image, ``semcom.codec.sketch``; wire version 2). ``count`` is the number
+of PDUs of that segment, so the receiver knows what is missing. The header PDU is sent
+``HEADER_REPEATS`` times because nothing can be drawn without it; the sketch, which the background is
+drawn from, ``SKETCH_REPEATS`` times. A header PDU with ``FLAG_SKETCH`` set announces a sketch, so
+the receiver waits for it (and reports it lost when it never came). Version-1 PDUs (no sketch) are
+still accepted.
 
 The key tile grid is anchored at the image origin with ``tile_px`` squares. The sender codes real
 pixels for the key mask grown by one mask block (the *coded* mask: a margin where the key region is
@@ -39,8 +43,11 @@ from semcom.constants import (
     HEADER_REPEATS,
     MAX_MASK_BYTES,
     MAX_PDUS_PER_FRAME,
+    MAX_SKETCH_BYTES,
     MAX_TEXT_BYTES,
     PDU_MAGIC,
+    SKETCH_REPEATS,
+    SUPPORTED_WIRE_VERSIONS,
     TILE_PX_CHOICES,
     WIRE_VERSION,
 )
@@ -58,7 +65,11 @@ class Segment(IntEnum):
     HEADER = 0
     KEY = 1
     TEXT = 2
+    SKETCH = 3      # wire version 2
 
+
+SEGMENTS_OF_VERSION = {1: frozenset(Segment) - {Segment.SKETCH}, 2: frozenset(Segment)}
+FLAG_SKETCH = 0x01                           # on HEADER PDUs: this frame carries a SKETCH segment
 
 PDU_HEADER = struct.Struct(">2sBBHBHH")      # magic, version, flags, image_id, segment, index, count
 GEOMETRY = struct.Struct(">HHBBBBH")         # width, height, tile_px, mask_block_px, key codec, text codec, mask_len
@@ -76,6 +87,8 @@ class SemanticFrame:
     ``mask_blocks``: (ceil(H / mask_block_px), ceil(W / mask_block_px)) bool, the coarse key mask.
     ``key_tiles``: tile index -> coded tile bytes (a lost tile is a missing key).
     ``text``: compressed non-key description, or None when it was lost.
+    ``sketch``: coded thumbnail (``semcom.codec.sketch``), or None when none was sent or it was lost;
+    ``sketch_lost`` is True when the header announced one that never arrived.
     """
 
     image_id: int
@@ -88,6 +101,8 @@ class SemanticFrame:
     mask_blocks: np.ndarray
     key_tiles: dict[int, bytes] = field(default_factory=dict)
     text: bytes | None = None
+    sketch: bytes | None = None
+    sketch_lost: bool = False
 
     def __post_init__(self):
         _check_geometry(self.width, self.height, self.tile_px, self.mask_block_px)
@@ -140,7 +155,8 @@ class SemanticFrame:
         return [i for i in self.key_tile_indices() if i not in self.key_tiles]
 
     # --- PDUs ------------------------------------------------------------------------------------
-    def to_pdus(self, pdu_bytes: int = DEFAULT_PDU_BYTES, header_repeats: int = HEADER_REPEATS) -> list[bytes]:
+    def to_pdus(self, pdu_bytes: int = DEFAULT_PDU_BYTES, header_repeats: int = HEADER_REPEATS,
+                sketch_repeats: int = SKETCH_REPEATS) -> list[bytes]:
         """Split into PDUs of at most ``pdu_bytes``; raises TileTooLarge if a tile cannot fit."""
         capacity = pdu_bytes - PDU_HEADER.size
         header = self._header_payload()
@@ -148,6 +164,8 @@ class SemanticFrame:
             raise WireError(f"header of {len(header)} bytes does not fit a {pdu_bytes}-byte PDU")
         if self.text is not None and len(self.text) > min(capacity, MAX_TEXT_BYTES):
             raise WireError(f"text of {len(self.text)} bytes does not fit a {pdu_bytes}-byte PDU")
+        if self.sketch is not None and len(self.sketch) > min(capacity, MAX_SKETCH_BYTES):
+            raise WireError(f"sketch of {len(self.sketch)} bytes does not fit a {pdu_bytes}-byte PDU")
 
         key_payloads: list[bytes] = []
         current = b""
@@ -162,7 +180,10 @@ class SemanticFrame:
         if current:
             key_payloads.append(current)
 
-        pdus = [self._pdu(Segment.HEADER, 0, 1, header)] * max(1, header_repeats)
+        flags = FLAG_SKETCH if self.sketch is not None else 0
+        pdus = [self._pdu(Segment.HEADER, 0, 1, header, flags)] * max(1, header_repeats)
+        if self.sketch is not None:
+            pdus += [self._pdu(Segment.SKETCH, 0, 1, self.sketch)] * max(1, sketch_repeats)
         pdus += [self._pdu(Segment.KEY, i, len(key_payloads), p) for i, p in enumerate(key_payloads)]
         if self.text is not None:
             pdus.append(self._pdu(Segment.TEXT, 0, 1, self.text))
@@ -170,8 +191,8 @@ class SemanticFrame:
             raise WireError(f"{len(pdus)} PDUs exceed the limit of {MAX_PDUS_PER_FRAME} per frame")
         return pdus
 
-    def _pdu(self, segment: Segment, index: int, count: int, payload: bytes) -> bytes:
-        return PDU_HEADER.pack(PDU_MAGIC, WIRE_VERSION, 0, self.image_id, segment, index, count) + payload
+    def _pdu(self, segment: Segment, index: int, count: int, payload: bytes, flags: int = 0) -> bytes:
+        return PDU_HEADER.pack(PDU_MAGIC, WIRE_VERSION, flags, self.image_id, segment, index, count) + payload
 
     def _header_payload(self) -> bytes:
         mask = zlib.compress(np.packbits(self.mask_blocks.ravel()).tobytes(), 9)
@@ -182,8 +203,8 @@ class SemanticFrame:
 
     # --- one byte string -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """All PDUs (header once) in one CRC-protected byte string."""
-        pdus = self.to_pdus(pdu_bytes=0xFFFF, header_repeats=1)
+        """All PDUs (header and sketch once) in one CRC-protected byte string."""
+        pdus = self.to_pdus(pdu_bytes=0xFFFF, header_repeats=1, sketch_repeats=1)
         body = FRAME_PREFIX.pack(FRAME_MAGIC, WIRE_VERSION, len(pdus))
         body += b"".join(PDU_LENGTH.pack(len(p)) + p for p in pdus)
         return body + FRAME_CRC.pack(zlib.crc32(body))
@@ -199,8 +220,8 @@ class SemanticFrame:
         magic, version, n_pdus = FRAME_PREFIX.unpack_from(body)
         if magic != FRAME_MAGIC:
             raise WireError(f"bad frame magic {magic!r}")
-        if version != WIRE_VERSION:
-            raise WireError(f"frame version {version} is not supported (this is version {WIRE_VERSION})")
+        if version not in SUPPORTED_WIRE_VERSIONS:
+            raise WireError(f"frame version {version} is not supported (versions {SUPPORTED_WIRE_VERSIONS})")
         if n_pdus > MAX_PDUS_PER_FRAME:
             raise WireError(f"{n_pdus} PDUs exceed the limit of {MAX_PDUS_PER_FRAME}")
         assembler = FrameAssembler()
@@ -243,25 +264,28 @@ class Pdu:
     index: int
     count: int
     payload: bytes
+    flags: int = 0
 
 
 def parse_pdu(data: bytes) -> Pdu:
     """Check a PDU's fixed fields; raises WireError for anything that is not ours or out of range."""
     if len(data) < PDU_HEADER.size:
         raise WireError(f"PDU of {len(data)} bytes is shorter than its {PDU_HEADER.size}-byte header")
-    magic, version, _flags, image_id, segment, index, count = PDU_HEADER.unpack_from(data)
+    magic, version, flags, image_id, segment, index, count = PDU_HEADER.unpack_from(data)
     if magic != PDU_MAGIC:
         raise WireError(f"bad PDU magic {magic!r}")
-    if version != WIRE_VERSION:
-        raise WireError(f"PDU version {version} is not supported (this is version {WIRE_VERSION})")
-    if segment not in Segment.__members__.values():
-        raise WireError(f"unknown segment {segment}")
+    if version not in SUPPORTED_WIRE_VERSIONS:
+        raise WireError(f"PDU version {version} is not supported (versions {SUPPORTED_WIRE_VERSIONS})")
+    if segment not in SEGMENTS_OF_VERSION[version]:
+        raise WireError(f"unknown segment {segment} for wire version {version}")
     if not 1 <= count <= MAX_PDUS_PER_FRAME or index >= count:
         raise WireError(f"PDU index {index} of count {count} is out of range")
     payload = bytes(data[PDU_HEADER.size:])
     if segment == Segment.TEXT and len(payload) > MAX_TEXT_BYTES:
         raise WireError(f"text payload of {len(payload)} bytes exceeds {MAX_TEXT_BYTES}")
-    return Pdu(image_id, Segment(segment), index, count, payload)
+    if segment == Segment.SKETCH and len(payload) > MAX_SKETCH_BYTES:
+        raise WireError(f"sketch payload of {len(payload)} bytes exceeds {MAX_SKETCH_BYTES}")
+    return Pdu(image_id, Segment(segment), index, count, payload, flags)
 
 
 def _parse_header(image_id: int, payload: bytes) -> SemanticFrame:
@@ -318,9 +342,11 @@ class _Pending:
     key_counts: set = field(default_factory=set)
     key_pdus: dict = field(default_factory=dict)        # PDU index -> tiles it carried
     text: bytes | None = None
+    sketch_announced: bool = False
+    sketch: bytes | None = None
 
     def complete(self) -> bool:
-        if self.header is None or self.text is None:
+        if self.header is None or self.text is None or (self.sketch_announced and self.sketch is None):
             return False
         expected = len(self.header.key_tile_indices())
         if expected == 0:
@@ -385,6 +411,11 @@ class FrameAssembler:
             if pending.header is not None:
                 return True
             pending.header = _parse_header(pdu.image_id, pdu.payload)
+            pending.sketch_announced = bool(pdu.flags & FLAG_SKETCH)
+        elif pdu.segment == Segment.SKETCH:
+            if pending.sketch is not None:
+                return True
+            pending.sketch = pdu.payload
         elif pdu.segment == Segment.TEXT:
             if pending.text is not None:
                 return True
@@ -431,6 +462,8 @@ class FrameAssembler:
         for tiles in pending.key_pdus.values():
             frame.key_tiles.update((i, t) for i, t in tiles.items() if i in valid)
         frame.text = pending.text
+        frame.sketch = pending.sketch
+        frame.sketch_lost = pending.sketch_announced and pending.sketch is None
         if pending.complete() and not frame.missing_tiles:
             self.stats.frames_complete += 1
         else:

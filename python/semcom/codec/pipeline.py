@@ -2,7 +2,8 @@
 
     image --regions--> key mask --key tiles--> KEY segment
                                \\--describe--> text --text codec--> TEXT segment
-    frame --key tiles + text--> generate (background from text, key pixels blended in) --> image
+          --thumbnail (WebP, within the sketch budget)--> SKETCH segment
+    frame --key tiles + text + sketch--> generate (background from sketch and text, key pixels blended in) --> image
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from semcom.codec import registry
-from semcom.codec.frame import SemanticFrame, TileTooLarge
+from semcom.codec import registry, sketch as sketch_codec
+from semcom.codec.frame import PDU_HEADER, SemanticFrame, TileTooLarge
 from semcom.codec.imageio import check_image_size
 from semcom.codec.imageops import feather
 from semcom.constants import (
     DEFAULT_MASK_BLOCK_PX,
     DEFAULT_PDU_BYTES,
+    DEFAULT_SKETCH_BYTES,
     DEFAULT_TILE_PX,
     SEAM_FEATHER_PX,
     TILE_PX_CHOICES,
@@ -55,6 +57,8 @@ class PipelineConfig:
     tile_px: int = DEFAULT_TILE_PX
     mask_block_px: int = DEFAULT_MASK_BLOCK_PX
     pdu_bytes: int = DEFAULT_PDU_BYTES
+    # Bytes of one SKETCH copy (int), or a share of the frame's other bytes (float in (0, 1)); 0 = no sketch.
+    sketch_budget: int | float = DEFAULT_SKETCH_BYTES
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
@@ -70,6 +74,7 @@ class PipelineConfig:
                                  f"got {getattr(config, f'{stage}_options')!r}")
         if config.tile_px not in TILE_PX_CHOICES:
             raise ValueError(f"tile_px {config.tile_px} not one of {TILE_PX_CHOICES}")
+        sketch_codec.budget_bytes(config.sketch_budget, 0)     # raises on a malformed budget
         return config
 
     @classmethod
@@ -121,6 +126,8 @@ class Reconstruction:
     tiles_corrupt: int
     description: str
     text_lost: bool
+    sketch_received: bool = False   # the background was drawn from a received sketch
+    sketch_lost: bool = False       # a sketch was sent but lost or corrupt: drawn from the text alone
 
     @property
     def generated_share(self) -> float:
@@ -214,13 +221,20 @@ class SemanticEncoder:
                 tiles.append(np.ascontiguousarray(extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])))
             frame.key_tiles.update(zip(indices, self._encode_tiles(tiles)))
             try:
-                frame.to_pdus(self.config.pdu_bytes)
+                other_bytes = sum(len(p) for p in frame.to_pdus(self.config.pdu_bytes))
             except TileTooLarge:
                 if tile_px == choices[-1]:
                     raise
                 continue
+            frame.sketch = self._sketch(image, frame.key_mask(), other_bytes)
             return Encoded(frame, frame.key_mask(), description)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _sketch(self, image: np.ndarray, key_mask: np.ndarray, other_bytes: int) -> bytes | None:
+        """The SKETCH payload within the configured budget (and one PDU), or None."""
+        budget = sketch_codec.budget_bytes(self.config.sketch_budget, other_bytes)
+        budget = min(budget, self.config.pdu_bytes - PDU_HEADER.size)
+        return sketch_codec.encode_sketch(image, budget, key_mask) if budget > 0 else None
 
     def _encode_tiles(self, tiles: list[np.ndarray]) -> list[bytes]:
         """One network call per tile shape when the codec offers a batched path (the learned codec)."""
@@ -291,9 +305,16 @@ class SemanticDecoder:
                 text_lost = False
             except ValueError:
                 pass
+        thumbnail, sketch_lost = None, frame.sketch_lost
+        if frame.sketch is not None:
+            try:
+                thumbnail = sketch_codec.decode_sketch(frame.sketch, w, h)
+            except ValueError:
+                sketch_lost = True
         radius_px = min(SEAM_FEATHER_PX, frame.mask_block_px)
         alpha = blend_alpha(key_mask, received_area & frame.coded_mask(), radius_px)
-        image = self.generator.generate(description, known, alpha, seed=frame.image_id if seed is None else seed)
+        image = self.generator.generate(description, known, alpha, seed=frame.image_id if seed is None else seed,
+                                        sketch=thumbnail)
         tiles_received = sum(1 for i in expected if i in frame.key_tiles) - corrupt
         return Reconstruction(image, key_mask, received_area & key_mask, len(expected), max(tiles_received, 0), corrupt,
-                              description, text_lost)
+                              description, text_lost, thumbnail is not None, sketch_lost)

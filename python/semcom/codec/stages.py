@@ -24,6 +24,11 @@ class KeyTileCodec(Protocol):
     ``codec_id`` (0..255) goes on the wire so the receiver can refuse a frame coded with a codec it lacks.
     A codec with a rate knob takes ``quality`` (1..``max_quality``, higher = more bytes) in its constructor
     and exposes ``max_quality``, so rate control (``semcom eval``) can search it.
+
+    Optional: ``encode_tiles_at(image, boxes) -> [bytes]`` and ``decode_tiles_at([(bytes, box)]) ->
+    [pixels or None]`` (box = (y0, x0, y1, x1)) for a codec whose model should see the whole key region
+    at once (the SD VAE: GroupNorm and attention over 64-px crops leave seams); each tile is still
+    its own chunk on the wire, so a lost PDU costs one tile.
     """
 
     codec_id: int
@@ -59,11 +64,13 @@ class TextCodec(Protocol):
 
 @runtime_checkable
 class Generator(Protocol):
-    """Text + the pixels the receiver knows -> a full image.
+    """Text (+ sketch) + the pixels the receiver knows -> a full image.
 
     ``known``: (H, W, 3) uint8, meaningful where ``known_alpha`` > 0.
     ``known_alpha``: (H, W) float32 in [0, 1], 1 = keep the known pixel, 0 = generate.
+    ``sketch``: (h, w, 3) uint8 thumbnail of the whole image (the SKETCH segment), or None.
     Returns (H, W, 3) uint8 where known pixels are blended over the generated background.
     """
 
-    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0) -> np.ndarray: ...
+    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0,
+                 sketch: np.ndarray | None = None) -> np.ndarray: ...

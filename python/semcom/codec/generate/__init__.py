@@ -1,3 +1,3 @@
-"""Generators: text + known pixels -> image. Importing this package registers the built-in backends."""
+"""Generators: text + sketch + known pixels -> image. Importing this package registers the built-in backends."""
 
-from semcom.codec.generate import render, sd_inpaint  # noqa: F401  (registers backends; sd_inpaint imports diffusers lazily)
+from semcom.codec.generate import esrgan, render, sd_inpaint  # noqa: F401  (registers backends; esrgan and sd_inpaint import their packages lazily)
