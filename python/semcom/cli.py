@@ -128,6 +128,7 @@ def cmd_loopback(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from semcom.companion import add_companion_parser
     from semcom.eval.sweep import add_eval_parser
     from semcom.finetune import add_finetune_parser
     from semcom.worker import add_worker_parser
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(commands)
     add_worker_parser(commands)
     add_eval_parser(commands)
+    add_companion_parser(commands)
     return parser
 
 
