@@ -57,28 +57,63 @@ def load_captions(files: list[Path], captions_file: str | Path | None = None, ca
     return captions
 
 
+def caption_training_batch(processor, net, image: np.ndarray, caption: str, device: str) -> dict:
+    """Model inputs that teach ``caption`` the way generation reads it: BLIP's ``generate`` starts
+    the text decoder from the bos token [DEC], while the tokenizer starts the sequence with [CLS], so
+    the first token is replaced (as Salesforce's BLIP training does) and the first word is trained.
+    Padding is excluded from the loss."""
+    batch = processor(images=image, text=caption, return_tensors="pt").to(device)
+    input_ids = batch["input_ids"].clone()
+    input_ids[:, 0] = net.config.text_config.bos_token_id
+    batch["input_ids"] = input_ids
+    batch["labels"] = input_ids.masked_fill(batch["attention_mask"] == 0, -100)
+    batch["pixel_values"] = batch["pixel_values"].to(net.dtype)
+    return batch
+
+
+def _train_in_fp32(model) -> list:
+    """The LoRA weights in float32 (AdamW in fp16 loses small updates), the frozen base as loaded."""
+    from semcom.codec.lightweight_hf import lora_parameters
+
+    parameters = lora_parameters(model)
+    for p in parameters:
+        p.data = p.data.float()
+    return parameters
+
+
+def _autocast(device: str, dtype):
+    """Mixed precision for a half-precision base (fp32 LoRA weights meet fp16/bf16 activations)."""
+    import torch
+
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
+
+
 def train_captioner_lora(model: str, files: list[Path], captions: list[str], out: str | Path, *, rank: int = 4,
                          alpha: float = 8.0, steps: int = 20, lr: float = 1e-3, seed: int = 0,
-                         device: str = "cpu") -> dict:
-    """LoRA on the BLIP text decoder's attention (query/value), teacher-forced on the captions."""
+                         device: str = "cpu", dtype: str | None = None) -> dict:
+    """LoRA on the BLIP text decoder's attention (query/value), teacher-forced on the captions.
+    ``dtype``: the frozen base's precision (default fp16 on CUDA, fp32 on CPU); the adapter trains in fp32."""
     import torch
 
     from semcom.codec.describe.blip import load_captioner
+    from semcom.codec.hf import torch_dtype
     from semcom.codec.imageio import load_image
-    from semcom.codec.lightweight_hf import add_lora, lora_parameters, save_lora
+    from semcom.codec.lightweight_hf import add_lora, save_lora
 
     torch.manual_seed(seed)
-    processor, net = load_captioner(model, device)
+    base_dtype = torch_dtype(dtype, device)
+    processor, net = load_captioner(model, device, dtype)
     add_lora(net, rank, alpha, CAPTIONER_TARGETS)
+    parameters = _train_in_fp32(net)
     net.train()
-    optimiser = torch.optim.AdamW(lora_parameters(net), lr=lr)
+    optimiser = torch.optim.AdamW(parameters, lr=lr)
     images = [load_image(f) for f in files]
     losses = []
     for step in range(steps):
         i = step % len(images)
-        batch = processor(images=images[i], text=captions[i], return_tensors="pt").to(device)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = net(**batch, labels=labels).loss
+        batch = caption_training_batch(processor, net, images[i], captions[i], device)
+        with _autocast(device, base_dtype):
+            loss = net(**batch).loss.float()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -86,35 +121,39 @@ def train_captioner_lora(model: str, files: list[Path], captions: list[str], out
     net.eval()
     save_lora(net, out)
     return {"target": "captioner", "steps": steps, "loss_first": losses[0], "loss_last": losses[-1],
-            "lora_parameters": sum(p.numel() for p in lora_parameters(net))}
+            "lora_parameters": sum(p.numel() for p in parameters)}
 
 
 def train_unet_lora(model: str, files: list[Path], captions: list[str], out: str | Path, *, rank: int = 4,
                     alpha: float = 8.0, steps: int = 20, lr: float = 1e-4, seed: int = 0, device: str = "cpu",
-                    size_px: int = 512) -> dict:
-    """LoRA on the inpainting UNet's attention: the standard noise-prediction loss on random box masks."""
+                    size_px: int = 512, dtype: str | None = None) -> dict:
+    """LoRA on the inpainting UNet's attention: the standard noise-prediction loss on random box masks.
+    ``dtype``: the frozen pipeline's precision (default fp16 on CUDA, fp32 on CPU); inputs are cast to
+    it, the adapter and its optimiser stay fp32 and the loss is taken in fp32."""
+    import cv2
     import torch
     import torch.nn.functional as F
 
     from semcom.codec.generate.sd_inpaint import load_inpaint_pipeline
+    from semcom.codec.hf import torch_dtype
     from semcom.codec.imageio import load_image
-    from semcom.codec.lightweight_hf import add_lora, lora_parameters, save_lora
+    from semcom.codec.lightweight_hf import add_lora, save_lora
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    pipe = load_inpaint_pipeline(model, device)
+    base_dtype = torch_dtype(dtype, device)
+    pipe = load_inpaint_pipeline(model, device, dtype)
     unet, vae = add_lora(pipe.unet, rank, alpha, UNET_TARGETS), pipe.vae
+    parameters = _train_in_fp32(unet)
     unet.train()
     sf = float(vae.config.scaling_factor)
-    optimiser = torch.optim.AdamW(lora_parameters(unet), lr=lr)
+    optimiser = torch.optim.AdamW(parameters, lr=lr)
     losses = []
     for step in range(steps):
         i = step % len(files)
-        import cv2
-
         image = cv2.resize(load_image(files[i]), (size_px, size_px), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1.0
-        mask = torch.zeros(1, 1, size_px, size_px, device=device)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device, base_dtype) / 127.5 - 1.0
+        mask = torch.zeros(1, 1, size_px, size_px, device=device, dtype=base_dtype)
         h, w = rng.integers(size_px // 4, size_px * 3 // 4, 2)
         y0, x0 = rng.integers(0, size_px - h), rng.integers(0, size_px - w)
         mask[..., y0:y0 + h, x0:x0 + w] = 1.0                  # 1 = generate, as in the pipeline
@@ -128,8 +167,9 @@ def train_unet_lora(model: str, files: list[Path], captions: list[str], out: str
         noise = torch.randn_like(latents)
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (1,), device=device)
         noisy = pipe.scheduler.add_noise(latents, noise, t)
-        pred = unet(torch.cat([noisy, mask_latent, masked_latents], dim=1), t, text).sample
-        loss = F.mse_loss(pred, noise)
+        with _autocast(device, base_dtype):
+            pred = unet(torch.cat([noisy, mask_latent, masked_latents], dim=1), t, text).sample
+        loss = F.mse_loss(pred.float(), noise.float())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -137,7 +177,7 @@ def train_unet_lora(model: str, files: list[Path], captions: list[str], out: str
     unet.eval()
     save_lora(unet, out)
     return {"target": "unet", "steps": steps, "loss_first": losses[0], "loss_last": losses[-1],
-            "lora_parameters": sum(p.numel() for p in lora_parameters(unet))}
+            "lora_parameters": sum(p.numel() for p in parameters)}
 
 
 def add_finetune_parser(commands) -> None:
@@ -157,6 +197,9 @@ def add_finetune_parser(commands) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 captioner, 1e-4 unet)")
     p.add_argument("--size", type=int, default=512, help="UNet training resolution, px (tiny: 64)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="precision of the frozen base model (default float16 on CUDA, float32 on CPU); "
+                        "the adapter always trains in float32")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_finetune)
 
@@ -186,7 +229,7 @@ def cmd_finetune(args) -> int:
         captioner = CaptionDescriber(model=captioner_model or model, device=device)
     captions = load_captions(files, args.captions, captioner)
     started = time.monotonic()
-    common = dict(rank=args.rank, alpha=args.alpha, steps=args.steps, seed=args.seed, device=device)
+    common = dict(rank=args.rank, alpha=args.alpha, steps=args.steps, seed=args.seed, device=device, dtype=args.dtype)
     if args.target == "captioner":
         report = train_captioner_lora(model, files, captions, args.out, lr=args.lr or 1e-3, **common)
     else:

@@ -19,6 +19,7 @@ PIP_PACKAGE = {
     "accelerate": "accelerate",
     "huggingface_hub": "huggingface_hub",
     "bitsandbytes": "bitsandbytes",
+    "torchao": "torchao",
 }
 REQUIREMENTS_FILE = "requirements-hf.txt"
 

@@ -1,11 +1,19 @@
 """Lightweight deployment of the Hugging Face backends (re-exported by ``semcom.codec.lightweight``).
 
-int8 dynamic quantization on CPU (torch.ao), 8-bit / NF4 loading on CUDA (bitsandbytes through the
-libraries' ``quantization_config``), LoRA adapters (peft) for the diffusion UNet and the captioner,
-saved and loaded as safetensors. Heavy libraries are imported inside functions.
+int8 on CPU through torchao (the successor of the deprecated ``torch.ao.quantization``), 8-bit / NF4
+through bitsandbytes (the libraries' ``quantization_config``), LoRA adapters (peft) for the diffusion
+UNet and the captioner, saved and loaded as safetensors. Heavy libraries are imported inside functions.
 
-Quantization names: "fp32" (as trained), "int8" (CPU, dynamic int8 weights of every nn.Linear, applied
-after loading), "8bit" and "nf4" (CUDA only, bitsandbytes, applied while loading).
+Quantization names:
+  "fp32"    as loaded (the ``dtype`` option still picks fp32/fp16/bf16)
+  "int8"    torchao int8 weights and dynamically int8-quantized activations of every nn.Linear (CPU)
+  "int8wo"  torchao int8 weight-only: int8 storage, float arithmetic (CPU)
+  "8bit"    bitsandbytes LLM.int8() while loading; "nf4": bitsandbytes 4-bit NormalFloat (double quant).
+            transformers models run them on CPU too (bitsandbytes >= 0.49 has CPU kernels);
+            diffusers refuses bitsandbytes without a CUDA GPU, so the UNet needs one.
+With a LoRA adapter, "int8"/"int8wo" merge the adapter into the float weights first and then quantize
+(torchao's weights are not plain tensors, so peft cannot wrap them); "8bit"/"nf4" keep the adapter
+unmerged in float on top of the quantized layers (as QLoRA does).
 """
 
 from __future__ import annotations
@@ -16,82 +24,164 @@ from typing import Any, Iterable
 
 from semcom.codec.hf import NeedsCuda, require
 
-QUANTIZATIONS = ("fp32", "int8", "8bit", "nf4")
-CUDA_QUANTIZATIONS = ("8bit", "nf4")
+QUANTIZATIONS = ("fp32", "int8", "int8wo", "8bit", "nf4")
+TORCHAO_QUANTIZATIONS = ("int8", "int8wo")
+BNB_QUANTIZATIONS = ("8bit", "nf4")
+CUDA_QUANTIZATIONS = BNB_QUANTIZATIONS          # ... for diffusers models (the UNet)
 _LORA_METADATA_KEY = "semcom_lora_config"
 
 
-def check_quantization(quantization: str, device: str) -> str:
-    """Refuse combinations that cannot run, with the reason: bitsandbytes needs CUDA, torch.ao int8 is CPU."""
+def check_quantization(quantization: str, device: str, library: str = "transformers") -> str:
+    """Refuse combinations that cannot run, with the reason: diffusers' bitsandbytes loading needs CUDA,
+    the torchao int8 options are for CPU."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     on_cuda = str(device).startswith("cuda")
-    if quantization in CUDA_QUANTIZATIONS:
+    if quantization in BNB_QUANTIZATIONS and library == "diffusers":
         import torch
 
         if not on_cuda or not torch.cuda.is_available():
             kind = "NF4 4-bit" if quantization == "nf4" else "8-bit"
             have = "no CUDA GPU" if not torch.cuda.is_available() else f"a CUDA GPU but device={device!r}"
-            raise NeedsCuda(f"quantization={quantization!r} (bitsandbytes {kind} loading) needs a CUDA GPU "
-                            f"and device='cuda'; here there is {have}. On CPU use quantization='int8' "
-                            f"(torch dynamic int8) or 'fp32'.")
-    if quantization == "int8" and on_cuda:
-        raise ValueError("quantization='int8' is torch dynamic int8 for CPU; on CUDA use '8bit' or 'nf4'")
+            raise NeedsCuda(f"quantization={quantization!r} (bitsandbytes {kind} loading of a diffusers model) "
+                            f"needs a CUDA GPU and device='cuda': diffusers refuses bitsandbytes without one; "
+                            f"here there is {have}. On CPU use quantization='int8' (torchao) or 'fp32'.")
+    if quantization in TORCHAO_QUANTIZATIONS and on_cuda:
+        raise ValueError(f"quantization={quantization!r} is torchao int8 for CPU; on CUDA use '8bit' or 'nf4'")
     return quantization
 
 
-def load_kwargs_for(quantization: str = "fp32", device: str = "cpu", library: str = "transformers") -> dict[str, Any]:
+def load_kwargs_for(quantization: str = "fp32", device: str = "cpu", library: str = "transformers",
+                    compute_dtype=None) -> dict[str, Any]:
     """Extra ``from_pretrained`` kwargs for ``quantization`` on ``device``.
 
-    "fp32"/"int8" -> {} ("int8" is applied afterwards by :func:`apply_post_load`); "8bit"/"nf4" ->
-    ``{"quantization_config": BitsAndBytesConfig(...)}`` of ``library`` ("transformers" or "diffusers"),
-    raising NeedsCuda without a CUDA GPU.
+    "fp32"/"int8"/"int8wo" -> {} (torchao is applied afterwards by :func:`apply_post_load`);
+    "8bit"/"nf4" -> ``quantization_config`` (a ``BitsAndBytesConfig`` of ``library``, "transformers" or
+    "diffusers") and ``device_map`` on ``device``; NeedsCuda for diffusers without a CUDA GPU.
+    ``compute_dtype``: the dtype NF4 layers compute in (default float16 on CUDA, float32 on CPU).
     """
     if library not in ("transformers", "diffusers"):
         raise ValueError(f"library must be 'transformers' or 'diffusers', got {library!r}")
-    check_quantization(quantization, device)
-    if quantization not in CUDA_QUANTIZATIONS:
+    check_quantization(quantization, device, library)
+    if quantization not in BNB_QUANTIZATIONS:
         return {}
     import torch
 
     require("bitsandbytes")
     config_cls = require(library).BitsAndBytesConfig
+    if compute_dtype is None:
+        compute_dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     if quantization == "8bit":
         config = config_cls(load_in_8bit=True)
     else:
         config = config_cls(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                            bnb_4bit_compute_dtype=torch.float16)
-    kwargs: dict[str, Any] = {"quantization_config": config}
-    if library == "transformers":
-        kwargs["device_map"] = {"": str(device)}
-    return kwargs
+                            bnb_4bit_compute_dtype=compute_dtype)
+    return {"quantization_config": config, "device_map": {"": str(device)}}
 
 
 def apply_post_load(module, quantization: str):
-    """What ``quantization`` does after loading: "int8" -> :func:`quantize_int8_dynamic`, else unchanged."""
-    return quantize_int8_dynamic(module) if quantization == "int8" else module
+    """What ``quantization`` does after loading: the torchao options quantize (a LoRA adapter, if any,
+    is merged first); the others leave the module unchanged."""
+    if quantization not in TORCHAO_QUANTIZATIONS:
+        return module
+    return quantize_int8(merge_lora(module), weight_only=quantization == "int8wo")
 
 
-def quantize_int8_dynamic(module):
-    """Dynamic int8 (torch.ao) of every ``nn.Linear``: weights stored int8 per tensor, activations
-    quantized on the fly; CPU only. Covers the BLIP vision/text transformers and the UNet's attention
-    and feed-forward linears (convolutions stay float). Returns a new module; ``module`` is unchanged."""
+def quantize_int8(module, weight_only: bool = False):
+    """torchao int8 of every ``nn.Linear``, in place: int8 weights per output channel and, unless
+    ``weight_only``, int8 activations quantized per token on the fly. Covers the BLIP vision/text
+    transformers and the UNet's and CLIP's attention and feed-forward linears; convolutions stay float.
+    Returns ``module``."""
+    quantization = import_torchao_quantization()
+    config_cls = quantization.Int8WeightOnlyConfig if weight_only else quantization.Int8DynamicActivationInt8WeightConfig
+    quantization.quantize_(module.eval(), config_cls())
+    return module
+
+
+def import_torchao_quantization():
+    """``torchao.quantization``, imported with its load-time chatter muted: torchao 0.18 logs a warning
+    for each CUDA-only kernel library it cannot load on a CPU machine, and torch logs one about an enum
+    it registers; neither matters for the CPU int8 used here."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        return require("torchao.quantization")
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def merge_lora(model):
+    """Fold every peft LoRA layer of ``model`` into its base weight and put the base layer back, in
+    place, so that the model holds plain ``nn.Linear``s again (what torchao can quantize). A model
+    without adapters is returned unchanged."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return model
+    merged = False
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
+            merged = True
+    if merged:      # transformers/diffusers read these to decide whether the model carries an adapter
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        if hasattr(model, "_hf_peft_config_loaded"):
+            model._hf_peft_config_loaded = False
+    return model
+
+
+def _is_bnb_weight(parameter) -> bool:
+    return type(parameter).__module__.startswith("bitsandbytes")
+
+
+def check_placement(modules: dict[str, Any], device: str, dtype) -> None:
+    """Raise RuntimeError unless every parameter and buffer of ``modules`` ({name: nn.Module}) is on
+    ``device`` and every float weight is ``dtype`` (LoRA weights may be float32: they train in fp32;
+    bitsandbytes weights are packed integers). A component left behind on another device fails later
+    with an opaque error deep in a forward pass; this names it at load time."""
     import torch
-    from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(module.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+    want = torch.device(device)
+    wrong = []
+    for component, module in modules.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if tensor.device.type != want.type or (want.index is not None and tensor.device.index != want.index):
+                wrong.append(f"{component}.{name} is on {tensor.device}")
+            elif (dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype
+                  and "lora_" not in name and not _is_bnb_weight(tensor) and name.endswith("weight")):
+                wrong.append(f"{component}.{name} is {tensor.dtype}")
+            if len(wrong) >= 3:
+                break
+    if wrong:
+        raise RuntimeError(f"model components disagree with device={device!r}, dtype={dtype}: "
+                           f"{'; '.join(wrong)}")
 
 
 def model_weight_bytes(module) -> int:
-    """Bytes of the weights as held in memory: every state-dict tensor, and the int8 weight and float
-    bias inside the packed params of dynamic-quantized linears (which are not ``parameters()``)."""
+    """Bytes of the weights as held in memory: every state-dict tensor, counting the int8 data and
+    scales inside torchao tensors and the packed bytes of bitsandbytes weights, not their logical size."""
     import torch
 
     total = 0
     for value in module.state_dict().values():
-        items = value if isinstance(value, tuple) else (value,)
-        for item in items:
-            if isinstance(item, torch.Tensor):
+        for item in (value if isinstance(value, tuple) else (value,)):
+            if not isinstance(item, torch.Tensor):
+                continue
+            inner = getattr(item, "__tensor_flatten__", None)
+            if inner is not None and type(item) is not torch.Tensor and type(item) is not torch.nn.Parameter:
+                names, _ = inner()
+                total += sum(getattr(item, n).numel() * getattr(item, n).element_size() for n in names)
+            else:
                 total += item.numel() * item.element_size()
     return total
 

@@ -2,10 +2,10 @@
 
 Three tools, each saying what it covers:
 
-- ``quantize_dynamic_int8(model)``: ``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear`` (and
-  ``nn.LSTM``/``nn.GRU``) layers: int8 weights, activations quantized on the fly. PyTorch's dynamic
-  quantization has no ``Conv2d``/``ConvTranspose2d`` kernels, so for an all-convolutional model such as
-  the learned key codec it changes nothing (``count_dynamic_quantized`` tells how many layers it took).
+- ``quantize_dynamic_int8(model)``: torchao int8 weights with dynamically quantized int8 activations
+  of every ``nn.Linear`` (torchao succeeds the deprecated ``torch.ao.quantization.quantize_dynamic``).
+  torchao has no int8 kernels for ``Conv2d``/``ConvTranspose2d`` either, so for an all-convolutional model
+  such as the learned key codec it changes nothing (``count_dynamic_quantized`` tells how many it took).
 - ``quantize_conv_static_int8(model, calibration)``: eager-mode static int8 (fbgemm/x86) of every
   ``Conv2d`` and ``ConvTranspose2d``: int8 weights *and* int8 convolution arithmetic, with a
   quantize/dequantize pair around each convolution, so non-quantizable layers between them (GDN,
@@ -28,15 +28,17 @@ _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with its Linear/LSTM/GRU layers dynamically quantized to int8 (CPU only)."""
-    from torch.ao.quantization import quantize_dynamic
+    """A copy of ``model`` with its Linear layers quantized by torchao (int8 weights, int8 dynamic
+    activations; CPU)."""
+    from semcom.codec.lightweight_hf import quantize_int8
 
-    return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+    return quantize_int8(copy.deepcopy(model).eval())
 
 
 def count_dynamic_quantized(model: nn.Module) -> int:
-    """How many layers of ``model`` are dynamically quantized modules."""
-    return sum(1 for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic"))
+    """How many layers of ``model`` hold torchao-quantized weights."""
+    return sum(1 for m in model.modules()
+               if type(getattr(m, "weight", None)).__module__.startswith("torchao."))
 
 
 class _QuantizedConv(nn.Module):

@@ -215,11 +215,10 @@ class SemanticEncoder:
                                   self.key_codec.codec_id, self.text_codec.codec_id, blocks, text=text)
             coded = frame.coded_mask()
             indices = frame.key_tile_indices()
-            tiles = []
-            for index in indices:
-                y0, x0, y1, x1 = frame.tile_box(index)
+            tiles, boxes = [], [frame.tile_box(index) for index in indices]
+            for y0, x0, y1, x1 in boxes:
                 tiles.append(np.ascontiguousarray(extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])))
-            frame.key_tiles.update(zip(indices, self._encode_tiles(tiles)))
+            frame.key_tiles.update(zip(indices, self._encode_tiles(tiles, boxes, image)))
             try:
                 other_bytes = sum(len(p) for p in frame.to_pdus(self.config.pdu_bytes))
             except TileTooLarge:
@@ -236,8 +235,16 @@ class SemanticEncoder:
         budget = min(budget, self.config.pdu_bytes - PDU_HEADER.size)
         return sketch_codec.encode_sketch(image, budget, key_mask) if budget > 0 else None
 
-    def _encode_tiles(self, tiles: list[np.ndarray]) -> list[bytes]:
-        """One network call per tile shape when the codec offers a batched path (the learned codec)."""
+    def _encode_tiles(self, tiles: list[np.ndarray], boxes: list[tuple[int, int, int, int]],
+                      image: np.ndarray) -> list[bytes]:
+        """One network call per tile shape when the codec offers a batched path (the learned codec);
+        one call for the whole region when it codes tiles in place (``encode_tiles_at``, the SD VAE)."""
+        in_place = getattr(self.key_codec, "encode_tiles_at", None)
+        if in_place:
+            prepared = image.copy()
+            for tile, (y0, x0, y1, x1) in zip(tiles, boxes):
+                prepared[y0:y1, x0:x1] = tile
+            return in_place(prepared, boxes)
         batched = getattr(self.key_codec, "encode_tiles", None)
         return batched(tiles) if batched else [self.key_codec.encode_tile(t) for t in tiles]
 
@@ -275,6 +282,26 @@ class SemanticDecoder:
             raise ValueError(codec)     # a fresh exception each time: re-raising one object grows its traceback
         return codec
 
+    @staticmethod
+    def _decode_tiles(key_codec, frame: SemanticFrame, expected) -> list[tuple[int, np.ndarray | None]]:
+        """[(index, pixels or None if corrupt)] for the received key tiles; one call for the whole
+        region when the codec decodes tiles in place (``decode_tiles_at``, the SD VAE)."""
+        received = [i for i in expected if key_codec is not None and i in frame.key_tiles]
+        in_place = getattr(key_codec, "decode_tiles_at", None)
+        if in_place:
+            try:
+                return list(zip(received, in_place([(frame.key_tiles[i], frame.tile_box(i)) for i in received])))
+            except ValueError:
+                return [(i, None) for i in received]
+        out = []
+        for index in received:
+            y0, x0, y1, x1 = frame.tile_box(index)
+            try:
+                out.append((index, key_codec.decode_tile(frame.key_tiles[index], y1 - y0, x1 - x0)))
+            except ValueError:
+                out.append((index, None))
+        return out
+
     def decode(self, frame: SemanticFrame, seed: int | None = None) -> Reconstruction:
         h, w = frame.height, frame.width
         key_mask = frame.key_mask()
@@ -287,15 +314,12 @@ class SemanticDecoder:
         except ValueError:
             # Unknown id, or a backend this receiver cannot build (no weights, no torch): every tile is generated.
             key_codec, corrupt = None, len(frame.key_tiles)
-        for index in expected:
-            if key_codec is None or index not in frame.key_tiles:
-                continue
+        for index, pixels in self._decode_tiles(key_codec, frame, expected):
             y0, x0, y1, x1 = frame.tile_box(index)
-            try:
-                known[y0:y1, x0:x1] = key_codec.decode_tile(frame.key_tiles[index], y1 - y0, x1 - x0)
-            except ValueError:
+            if pixels is None:
                 corrupt += 1
                 continue
+            known[y0:y1, x0:x1] = pixels
             received_area[y0:y1, x0:x1] = True
 
         description, text_lost = "", True

@@ -45,18 +45,29 @@ def blank_key_region(image: np.ndarray, key_mask: np.ndarray, fill: str = "grey"
     return out
 
 
-def load_captioner(model: str, device: str = "cpu", dtype: str | None = None, quantization: str = "fp32"):
-    """(processor, model) for an image-to-text checkpoint; ModelNotAvailable when it cannot be found."""
+def load_captioner(model: str, device: str = "cpu", dtype: str | None = None, quantization: str = "fp32",
+                   lora_path: str | None = None, revision: str | None = None):
+    """(processor, model) for an image-to-text checkpoint, on ``device`` in ``dtype``, with the LoRA
+    adapter ``lora_path`` and ``quantization`` applied (int8: adapter merged, then quantized; 8bit/nf4:
+    adapter on top of the bitsandbytes layers). ModelNotAvailable when it cannot be found."""
     transformers = require("transformers")
-    from semcom.codec.lightweight_hf import apply_post_load, load_kwargs_for
+    from semcom.codec.lightweight_hf import apply_post_load, check_placement, load_kwargs_for, load_lora
 
-    kwargs = load_kwargs_for(quantization, device, "transformers")
-    processor = load_pretrained(transformers.AutoProcessor.from_pretrained, model, what="captioner processor")
+    weights_dtype = torch_dtype(dtype, device)
+    kwargs = load_kwargs_for(quantization, device, "transformers", compute_dtype=weights_dtype)
+    if revision:
+        kwargs["revision"] = revision
+    processor = load_pretrained(transformers.AutoProcessor.from_pretrained, model, what="captioner processor",
+                                **({"revision": revision} if revision else {}))
     net = load_pretrained(transformers.AutoModelForImageTextToText.from_pretrained, model, what="captioner",
-                          dtype=torch_dtype(dtype, device), **kwargs)
+                          dtype=weights_dtype, **kwargs)
     if "quantization_config" not in kwargs:
         net = net.to(device)
-    return processor, apply_post_load(net.eval(), quantization)
+    if lora_path:
+        load_lora(net, lora_path)
+    net = apply_post_load(net.eval(), quantization)
+    check_placement({"captioner": net}, device, weights_dtype)
+    return processor, net
 
 
 @register("describe", "blip")
@@ -66,13 +77,14 @@ class CaptionDescriber:
     ``model``: hub id ("Salesforce/blip-image-captioning-base") or local directory. ``prompt``: optional
     conditional-captioning prefix (e.g. "a picture of"), removed from the result. ``max_new_tokens``
     caps the caption. ``fill``: how the key region is hidden ("grey" / "blur"). ``quantization``:
-    "fp32", "int8" (CPU), "8bit"/"nf4" (CUDA). ``lora_path``: a LoRA adapter from ``semcom finetune``.
+    "fp32", "int8"/"int8wo" (torchao, CPU), "8bit"/"nf4" (bitsandbytes). ``lora_path``: a LoRA adapter
+    from ``semcom finetune``. ``revision``: the hub commit to load (pin it).
     """
 
     def __init__(self, model: str = "Salesforce/blip-image-captioning-base", device: str = "cpu",
                  max_new_tokens: int = 20, prompt: str = "", fill: str = "grey", grid: int = 3,
                  dtype: str | None = None, quantization: str = "fp32", lora_path: str | None = None,
-                 num_beams: int = 1):
+                 num_beams: int = 1, revision: str | None = None):
         if not 1 <= int(max_new_tokens) <= 128:
             raise ValueError(f"max_new_tokens must be in 1..128, got {max_new_tokens}")
         blank_key_region(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool), fill)   # validates fill
@@ -80,11 +92,7 @@ class CaptionDescriber:
         self.device = torch_device(device)
         self.max_new_tokens, self.prompt, self.fill, self.num_beams = int(max_new_tokens), prompt, fill, int(num_beams)
         self.layout = ColourLayoutDescriber(grid=grid)
-        self.processor, self.model = load_captioner(model, self.device, dtype, quantization if not lora_path else "fp32")
-        if lora_path:
-            from semcom.codec.lightweight_hf import apply_post_load, load_lora
-
-            self.model = apply_post_load(load_lora(self.model, lora_path), quantization)
+        self.processor, self.model = load_captioner(model, self.device, dtype, quantization, lora_path, revision)
 
     def caption(self, image: np.ndarray) -> str:
         """(H, W, 3) uint8 -> cleaned caption (may be empty)."""

@@ -1,9 +1,11 @@
 """Generate the background with Stable Diffusion inpainting (diffusers), prompted by the caption.
 
 The region to generate is where ``known_alpha`` < 1 (mask = 1 - known_alpha, binarised by the
-pipeline at 0.5); after generation the decoded key pixels are blended back with ``known_alpha``, so
-the key region is exactly what the key codec decoded. The image is resized so each side is a multiple
-of 8 (and the long side at most ``max_side_px``) for the model, and the result back to the original size.
+pipeline at 0.5) grown by the VAE factor (8 px), so that no latent cell half over the key border keeps
+the starting picture's paint; after generation the decoded key pixels are blended back with
+``known_alpha``, so the key region is exactly what the key codec decoded. The image is resized up or
+down so its long side is the model's native size (512 px for SD 1.5, which degrades well below it) or
+``max_side_px``, each side a multiple of 8, and the result back to the original size.
 """
 
 from __future__ import annotations
@@ -18,35 +20,61 @@ from semcom.codec.registry import register
 NEUTRAL_PROMPT = "a photo"     # when the text was lost or carries no caption
 
 
-def model_size(height: int, width: int, max_side_px: int, multiple: int = 8) -> tuple[int, int]:
-    """(h, w) for the model: scaled so the long side <= max_side_px, each a multiple of ``multiple``."""
-    scale = min(1.0, max_side_px / max(height, width))
+def model_size(height: int, width: int, side_px: int, multiple: int = 8) -> tuple[int, int]:
+    """(h, w) for the model: scaled up or down so the long side is ``side_px``, each a multiple of ``multiple``."""
+    scale = side_px / max(height, width)
     h = max(multiple, int(round(height * scale / multiple)) * multiple)
     w = max(multiple, int(round(width * scale / multiple)) * multiple)
     return h, w
 
 
-def load_inpaint_pipeline(model: str, device: str = "cpu", dtype: str | None = None, quantization: str = "fp32"):
-    """A StableDiffusionInpaintPipeline; "int8" quantizes the UNet and text encoder linears (CPU),
-    "8bit"/"nf4" load the UNet through bitsandbytes (CUDA)."""
+def _resize_filter(from_px: int, to_px: int) -> int:
+    """Area averaging to shrink (no aliasing), bicubic to enlarge."""
+    return cv2.INTER_AREA if to_px < from_px else cv2.INTER_CUBIC
+
+
+def grow_mask(mask: np.ndarray, grow_px: int) -> np.ndarray:
+    """(h, w) uint8 repaint mask (255 = generate) dilated by ``grow_px`` in every direction."""
+    if grow_px <= 0:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow_px + 1, 2 * grow_px + 1))
+    return cv2.dilate(mask, kernel)
+
+
+def native_side_px(pipe) -> int:
+    """The resolution the UNet was trained at: its latent sample size times the VAE factor."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def load_inpaint_pipeline(model: str, device: str = "cpu", dtype: str | None = None, quantization: str = "fp32",
+                          lora_path: str | None = None, revision: str | None = None):
+    """A StableDiffusionInpaintPipeline with every component on ``device`` in ``dtype`` (checked).
+
+    "int8"/"int8wo" quantize the UNet and text encoder linears with torchao (CPU), after merging the
+    LoRA adapter ``lora_path`` into the UNet; "8bit"/"nf4" load the UNet through bitsandbytes (CUDA) and
+    put the adapter on top."""
     diffusers = require("diffusers")
     require("transformers")
-    from semcom.codec.lightweight_hf import load_kwargs_for, quantize_int8_dynamic
+    from semcom.codec.lightweight_hf import apply_post_load, check_placement, load_kwargs_for, load_lora
 
     torch_dtype_ = torch_dtype(dtype, device)
+    common = {"revision": revision} if revision else {}
     extra = {}
-    unet_kwargs = load_kwargs_for(quantization, device, "diffusers")
+    unet_kwargs = load_kwargs_for(quantization, device, "diffusers", compute_dtype=torch_dtype_)
     if unet_kwargs:
         extra["unet"] = load_pretrained(diffusers.UNet2DConditionModel.from_pretrained, model, what="SD inpainting UNet",
-                                        subfolder="unet", torch_dtype=torch_dtype_, **unet_kwargs)
+                                        subfolder="unet", torch_dtype=torch_dtype_, **unet_kwargs, **common)
     pipe = load_pretrained(diffusers.StableDiffusionInpaintPipeline.from_pretrained, model,
                            what="SD inpainting pipeline", torch_dtype=torch_dtype_, safety_checker=None,
-                           requires_safety_checker=False, **extra)
-    if not unet_kwargs:
-        pipe = pipe.to(device)
-    if quantization == "int8":
-        pipe.unet = quantize_int8_dynamic(pipe.unet)
-        pipe.text_encoder = quantize_int8_dynamic(pipe.text_encoder)
+                           requires_safety_checker=False, **extra, **common)
+    # Every component, the bitsandbytes UNet too (diffusers moves 4-bit/8-bit modules correctly):
+    # skipping this for a quantized UNet left the VAE and text encoder on the CPU.
+    pipe = pipe.to(device)
+    if lora_path:
+        load_lora(pipe.unet, lora_path)
+    pipe.unet = apply_post_load(pipe.unet, quantization)
+    pipe.text_encoder = apply_post_load(pipe.text_encoder, quantization)
+    check_placement(pipe.components, device, torch_dtype_)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -57,28 +85,28 @@ class DiffusionInpainter:
 
     ``model``: hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-inpainting") or local directory.
     ``steps``, ``guidance_scale``, ``negative_prompt``: as in diffusers. ``strength`` < 1 starts from the
-    built-in renderer's painting of the layout colours instead of pure noise. ``lora_path``: UNet LoRA
-    adapter from ``semcom finetune --target unet``.
+    built-in renderer's painting of the layout colours instead of pure noise. ``max_side_px``: the long
+    side the model works at (default: its native size, 512 for SD 1.5; smaller images are upscaled).
+    ``lora_path``: UNet LoRA adapter from ``semcom finetune --target unet``. ``revision``: the hub commit
+    to load (pin it).
     """
 
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting", device: str = "cpu",
                  steps: int = 25, guidance_scale: float = 7.5, negative_prompt: str = "", strength: float = 1.0,
-                 max_side_px: int = 512, dtype: str | None = None, quantization: str = "fp32",
-                 lora_path: str | None = None):
+                 max_side_px: int | None = None, dtype: str | None = None, quantization: str = "fp32",
+                 lora_path: str | None = None, revision: str | None = None):
         if not 1 <= int(steps) <= 1000:
             raise ValueError(f"steps must be in 1..1000, got {steps}")
         if not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if not 64 <= int(max_side_px) <= 2048:
+        if max_side_px is not None and not 64 <= int(max_side_px) <= 2048:
             raise ValueError(f"max_side_px must be in 64..2048, got {max_side_px}")
         self.device = torch_device(device)
         self.steps, self.guidance_scale, self.negative_prompt = int(steps), float(guidance_scale), negative_prompt
-        self.strength, self.max_side_px = float(strength), int(max_side_px)
-        self.pipe = load_inpaint_pipeline(model, self.device, dtype, "fp32" if lora_path else quantization)
-        if lora_path:
-            from semcom.codec.lightweight_hf import apply_post_load, load_lora
-
-            self.pipe.unet = apply_post_load(load_lora(self.pipe.unet, lora_path), quantization)
+        self.strength = float(strength)
+        self.pipe = load_inpaint_pipeline(model, self.device, dtype, quantization, lora_path, revision)
+        self.max_side_px = int(max_side_px) if max_side_px is not None else native_side_px(self.pipe)
+        self.mask_grow_px = int(self.pipe.vae_scale_factor)
 
     def prompt_for(self, text: str) -> str:
         return caption_of(text) or NEUTRAL_PROMPT
@@ -100,8 +128,9 @@ class DiffusionInpainter:
         # The starting picture: known pixels over the layout painting (what strength < 1 keeps a trace of).
         start = LayoutRenderer().generate(text, known, alpha, seed=seed)
         mh, mw = model_size(height, width, self.max_side_px)
-        image = Image.fromarray(cv2.resize(start, (mw, mh), interpolation=cv2.INTER_AREA))
+        image = Image.fromarray(cv2.resize(start, (mw, mh), interpolation=_resize_filter(width, mw)))
         mask = cv2.resize(((1.0 - alpha) * 255).round().astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST)
+        mask = grow_mask(mask, self.mask_grow_px)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         with torch.inference_mode():
             result = self.pipe(prompt=self.prompt_for(text), negative_prompt=self.negative_prompt or None,
@@ -110,7 +139,7 @@ class DiffusionInpainter:
                                strength=self.strength, generator=generator, output_type="np")
         generated = (np.clip(result.images[0], 0.0, 1.0) * 255.0).round().astype(np.uint8)
         if (mh, mw) != (height, width):
-            generated = cv2.resize(generated, (width, height), interpolation=cv2.INTER_CUBIC)
+            generated = cv2.resize(generated, (width, height), interpolation=_resize_filter(mw, width))
         a = alpha[..., None]
         out = a * known.astype(np.float32) + (1.0 - a) * generated.astype(np.float32)
         return np.clip(out.round(), 0, 255).astype(np.uint8)

@@ -59,13 +59,20 @@ def saliency_score(mask: np.ndarray) -> float:
     return float(mask.mean()) * (1.0 - _CENTRE_WEIGHT * off_centre)
 
 
+def normalise_label(label) -> str:
+    """"Person " -> "person": how labels from a model config and from the user are compared."""
+    return " ".join(str(label).split()).lower()
+
+
 def choose_key_segments(segments: list[tuple[str, np.ndarray]], labels=None, min_area_share: float = 0.01) -> np.ndarray | None:
     """[(label, (H, W) bool)] -> key mask, or None when nothing qualifies."""
-    segments = [(str(label).lower(), m) for label, m in segments if m.mean() >= min_area_share]
+    # Labels are compared stripped and lower-cased: ADE20K's id2label carries names such as "person "
+    # with trailing spaces.
+    segments = [(normalise_label(label), m) for label, m in segments if m.mean() >= min_area_share]
     if not segments:
         return None
     if labels:
-        wanted = {str(x).lower() for x in labels}
+        wanted = {normalise_label(x) for x in labels}
         chosen = [m for label, m in segments if label in wanted]
         return np.logical_or.reduce(chosen) if chosen else None
     things = [(label, m) for label, m in segments if label in COCO_THINGS] or segments
