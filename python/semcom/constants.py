@@ -7,6 +7,7 @@ WIRE_VERSION = 2                  # 2 added the SKETCH segment; version-1 PDUs a
 SUPPORTED_WIRE_VERSIONS = (1, 2)
 MAX_IMAGE_SIDE_PX = 8192          # width/height above this are refused before any allocation
 MAX_IMAGE_PIXELS = 3840 * 2160    # total pixels (4K UHD): a forged header must not make the receiver allocate GBs
+DEFAULT_MAX_PIXELS = 1920 * 1080  # what a receiver or worker decodes by default (configurable up to MAX_IMAGE_PIXELS)
 MAX_PDUS_PER_FRAME = 4096
 MAX_TEXT_BYTES = 1024             # compressed non-key text
 MAX_TEXT_CHARS = 4096             # decompressed non-key text (bounds zlib expansion)
