@@ -226,8 +226,8 @@ class loopback_gui(gr.top_block, Qt.QWidget):
         # Connections
         ##################################################
         self.msg_connect((self.blocks_message_strobe_0, 'strobe'), (self.semcom_semantic_tx_0, 'in'))
-        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
         self.msg_connect((self.semcom_semantic_receiver_0, 'pdus'), (self.semcom_image_sink_0, 'pdus'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
         self.msg_connect((self.semcom_semantic_tx_0, 'pdus'), (self.semcom_packet_tx_0, 'in'))
         self.connect((self.blocks_throttle_0, 0), (self.channels_channel_model_0, 0))
         self.connect((self.channels_channel_model_0, 0), (self.qtgui_freq_sink_x_0, 0))

@@ -7,7 +7,7 @@
 # GNU Radio Python Flow Graph
 # Title: semcom OTA RX (HackRF)
 # Author: gr-semcom
-# Description: osmosdr source (hackrf=0) -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files; spectrum, bursts and constellation
+# Description: osmosdr source (hackrf=0) -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files and the image display; spectrum, bursts and constellation
 # GNU Radio version: 3.10.5.1
 
 from packaging.version import Version as StrictVersion
@@ -37,6 +37,7 @@ from gnuradio import eng_notation
 from semcom.radio import receiver
 import osmosdr
 import time
+import semcom.radio.image_sink
 
 
 
@@ -44,7 +45,7 @@ from gnuradio import qtgui
 
 class ota_rx_hackrf(gr.top_block, Qt.QWidget):
 
-    def __init__(self, bb_gain=20, config='', device_args='hackrf=0', endpoint='', fec='cc', freq=433.92e6, if_gain=24, modulation='qpsk', output='rx_{image_id}.png', rf_gain=0, samp_rate=2e6, sps=2):
+    def __init__(self, bb_gain=20, config='', device_args='hackrf=0', endpoint='', fec='cc', freq=433.92e6, if_gain=24, modulation='qpsk', original='', output='rx_{image_id}.png', rf_gain=0, samp_rate=2e6, sps=2):
         gr.top_block.__init__(self, "semcom OTA RX (HackRF)", catch_exceptions=True)
         Qt.QWidget.__init__(self)
         self.setWindowTitle("semcom OTA RX (HackRF)")
@@ -86,6 +87,7 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
         self.freq = freq
         self.if_gain = if_gain
         self.modulation = modulation
+        self.original = original
         self.output = output
         self.rf_gain = rf_gain
         self.samp_rate = samp_rate
@@ -96,6 +98,13 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
         ##################################################
 
         self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint)
+        self.semcom_image_sink_0 = semcom.radio.image_sink.image_sink(original_path=original, name="Received image (key region outlined)")
+        self._semcom_image_sink_0_win = self.semcom_image_sink_0.qwidget()
+        self.top_grid_layout.addWidget(self._semcom_image_sink_0_win, 2, 0, 1, 2)
+        for r in range(2, 3):
+            self.top_grid_layout.setRowStretch(r, 1)
+        for c in range(0, 2):
+            self.top_grid_layout.setColumnStretch(c, 1)
         self.qtgui_time_sink_x_0 = qtgui.time_sink_c(
             4096, #size
             samp_rate, #samp_rate
@@ -264,6 +273,8 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
         # Connections
         ##################################################
         self.msg_connect((self.semcom_semantic_receiver_0, 'info'), (self.blocks_message_debug_0, 'print'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'pdus'), (self.semcom_image_sink_0, 'pdus'))
         self.connect((self.osmosdr_source_0, 0), (self.semcom_semantic_receiver_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 1), (self.qtgui_const_sink_x_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 0), (self.qtgui_freq_sink_x_0, 0))
@@ -330,6 +341,12 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
     def set_modulation(self, modulation):
         self.modulation = modulation
 
+    def get_original(self):
+        return self.original
+
+    def set_original(self, original):
+        self.original = original
+
     def get_output(self):
         return self.output
 
@@ -361,7 +378,7 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
 
 
 def argument_parser():
-    description = 'osmosdr source (hackrf=0) -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files; spectrum, bursts and constellation'
+    description = 'osmosdr source (hackrf=0) -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files and the image display; spectrum, bursts and constellation'
     parser = ArgumentParser(description=description)
     parser.add_argument(
         "--bb-gain", dest="bb_gain", type=eng_float, default=eng_notation.num_to_str(float(20)),
@@ -388,6 +405,9 @@ def argument_parser():
         "--modulation", dest="modulation", type=str, default='qpsk',
         help="Set Modulation (bpsk, qpsk, 16qam) [default=%(default)r]")
     parser.add_argument(
+        "--original", dest="original", type=str, default='',
+        help="Set Sent image, for PSNR/SSIM (empty: not known) [default=%(default)r]")
+    parser.add_argument(
         "--output", dest="output", type=str, default='rx_{image_id}.png',
         help="Set Received image PNG ({image_id} = image number) [default=%(default)r]")
     parser.add_argument(
@@ -411,7 +431,7 @@ def main(top_block_cls=ota_rx_hackrf, options=None):
         Qt.QApplication.setGraphicsSystem(style)
     qapp = Qt.QApplication(sys.argv)
 
-    tb = top_block_cls(bb_gain=options.bb_gain, config=options.config, device_args=options.device_args, endpoint=options.endpoint, fec=options.fec, freq=options.freq, if_gain=options.if_gain, modulation=options.modulation, output=options.output, rf_gain=options.rf_gain, samp_rate=options.samp_rate, sps=options.sps)
+    tb = top_block_cls(bb_gain=options.bb_gain, config=options.config, device_args=options.device_args, endpoint=options.endpoint, fec=options.fec, freq=options.freq, if_gain=options.if_gain, modulation=options.modulation, original=options.original, output=options.output, rf_gain=options.rf_gain, samp_rate=options.samp_rate, sps=options.sps)
 
     tb.start()
 

@@ -7,7 +7,7 @@
 # GNU Radio Python Flow Graph
 # Title: semcom OTA RX (USRP)
 # Author: gr-semcom
-# Description: UHD USRP source -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files; spectrum, bursts and constellation
+# Description: UHD USRP source -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files and the image display; spectrum, bursts and constellation
 # GNU Radio version: 3.10.5.1
 
 from packaging.version import Version as StrictVersion
@@ -37,6 +37,7 @@ from gnuradio import eng_notation
 from gnuradio import uhd
 import time
 from semcom.radio import receiver
+import semcom.radio.image_sink
 
 
 
@@ -44,7 +45,7 @@ from gnuradio import qtgui
 
 class ota_rx_usrp(gr.top_block, Qt.QWidget):
 
-    def __init__(self, config='', device_args='', endpoint='', fec='cc', freq=433.92e6, modulation='qpsk', output='rx_{image_id}.png', rx_gain=30, samp_rate=1e6, sps=2):
+    def __init__(self, config='', device_args='', endpoint='', fec='cc', freq=433.92e6, modulation='qpsk', original='', output='rx_{image_id}.png', rx_gain=30, samp_rate=1e6, sps=2):
         gr.top_block.__init__(self, "semcom OTA RX (USRP)", catch_exceptions=True)
         Qt.QWidget.__init__(self)
         self.setWindowTitle("semcom OTA RX (USRP)")
@@ -84,6 +85,7 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
         self.fec = fec
         self.freq = freq
         self.modulation = modulation
+        self.original = original
         self.output = output
         self.rx_gain = rx_gain
         self.samp_rate = samp_rate
@@ -109,6 +111,13 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
         self.uhd_usrp_source_0.set_antenna("RX2", 0)
         self.uhd_usrp_source_0.set_gain(rx_gain, 0)
         self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint)
+        self.semcom_image_sink_0 = semcom.radio.image_sink.image_sink(original_path=original, name="Received image (key region outlined)")
+        self._semcom_image_sink_0_win = self.semcom_image_sink_0.qwidget()
+        self.top_grid_layout.addWidget(self._semcom_image_sink_0_win, 2, 0, 1, 2)
+        for r in range(2, 3):
+            self.top_grid_layout.setRowStretch(r, 1)
+        for c in range(0, 2):
+            self.top_grid_layout.setColumnStretch(c, 1)
         self.qtgui_time_sink_x_0 = qtgui.time_sink_c(
             4096, #size
             samp_rate, #samp_rate
@@ -262,6 +271,8 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
         # Connections
         ##################################################
         self.msg_connect((self.semcom_semantic_receiver_0, 'info'), (self.blocks_message_debug_0, 'print'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'pdus'), (self.semcom_image_sink_0, 'pdus'))
         self.connect((self.semcom_semantic_receiver_0, 1), (self.qtgui_const_sink_x_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 0), (self.qtgui_freq_sink_x_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 0), (self.qtgui_time_sink_x_0, 0))
@@ -314,6 +325,12 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
     def set_modulation(self, modulation):
         self.modulation = modulation
 
+    def get_original(self):
+        return self.original
+
+    def set_original(self, original):
+        self.original = original
+
     def get_output(self):
         return self.output
 
@@ -345,7 +362,7 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
 
 
 def argument_parser():
-    description = 'UHD USRP source -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files; spectrum, bursts and constellation'
+    description = 'UHD USRP source -> semantic_receiver (AGC, packet_rx, semantic_rx) -> PNG files and the image display; spectrum, bursts and constellation'
     parser = ArgumentParser(description=description)
     parser.add_argument(
         "--config", dest="config", type=str, default='',
@@ -365,6 +382,9 @@ def argument_parser():
     parser.add_argument(
         "--modulation", dest="modulation", type=str, default='qpsk',
         help="Set Modulation (bpsk, qpsk, 16qam) [default=%(default)r]")
+    parser.add_argument(
+        "--original", dest="original", type=str, default='',
+        help="Set Sent image, for PSNR/SSIM (empty: not known) [default=%(default)r]")
     parser.add_argument(
         "--output", dest="output", type=str, default='rx_{image_id}.png',
         help="Set Received image PNG ({image_id} = image number) [default=%(default)r]")
@@ -389,7 +409,7 @@ def main(top_block_cls=ota_rx_usrp, options=None):
         Qt.QApplication.setGraphicsSystem(style)
     qapp = Qt.QApplication(sys.argv)
 
-    tb = top_block_cls(config=options.config, device_args=options.device_args, endpoint=options.endpoint, fec=options.fec, freq=options.freq, modulation=options.modulation, output=options.output, rx_gain=options.rx_gain, samp_rate=options.samp_rate, sps=options.sps)
+    tb = top_block_cls(config=options.config, device_args=options.device_args, endpoint=options.endpoint, fec=options.fec, freq=options.freq, modulation=options.modulation, original=options.original, output=options.output, rx_gain=options.rx_gain, samp_rate=options.samp_rate, sps=options.sps)
 
     tb.start()
 

@@ -128,11 +128,15 @@ def grcc(grc: Path, out_dir: Path) -> Path:
 
 
 def without_header(source: str) -> str:
-    """Drop the generated comment block at the top (version, shebang), which says nothing about the graph."""
+    """Drop the generated comment block at the top (version, shebang), which says nothing about the graph,
+    and sort the connect lines: grcc orders connections by block names only, so two connections between
+    the same two blocks (the image sink's image and pdus) come out in either order from run to run."""
     lines = source.splitlines()
     while lines and (lines[0].startswith("#") or not lines[0].strip()):
         lines.pop(0)
-    return "\n".join(lines)
+    connects = sorted(ln for ln in lines if ln.strip().startswith(("self.connect(", "self.msg_connect(")))
+    others = [ln for ln in lines if not ln.strip().startswith(("self.connect(", "self.msg_connect("))]
+    return "\n".join(others + connects)
 
 
 def test_every_example_has_its_compiled_script():
