@@ -6,6 +6,11 @@ the starting picture's paint; after generation the decoded key pixels are blende
 ``known_alpha``, so the key region is exactly what the key codec decoded. The image is resized up or
 down so its long side is the model's native size (512 px for SD 1.5, which degrades well below it) or
 ``max_side_px``, each side a multiple of 8, and the result back to the original size.
+
+When the frame carried a sketch, the starting picture is the sketch super-resolved by the ``esrgan``
+generator and inpainting runs image-to-image at ``sketch_strength`` (default 0.7: the low-rate picture
+fixes layout and colours, the caption-prompted model redraws the detail; the design of the generative
+semantic-communication papers). Without a sketch it starts from the layout painting at ``strength``.
 """
 
 from __future__ import annotations
@@ -85,7 +90,9 @@ class DiffusionInpainter:
 
     ``model``: hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-inpainting") or local directory.
     ``steps``, ``guidance_scale``, ``negative_prompt``: as in diffusers. ``strength`` < 1 starts from the
-    built-in renderer's painting of the layout colours instead of pure noise. ``max_side_px``: the long
+    built-in renderer's painting of the layout colours instead of pure noise. ``sketch_strength``: the
+    strength when a sketch arrived (the start is then the super-resolved sketch); 0.7 by default, a
+    common image-to-image setting, not tuned here (no real SD checkpoint offline). ``max_side_px``: the long
     side the model works at (default: its native size, 512 for SD 1.5; smaller images are upscaled).
     ``lora_path``: UNet LoRA adapter from ``semcom finetune --target unet``. ``revision``: the hub commit
     to load (pin it).
@@ -94,16 +101,18 @@ class DiffusionInpainter:
     def __init__(self, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting", device: str = "cpu",
                  steps: int = 25, guidance_scale: float = 7.5, negative_prompt: str = "", strength: float = 1.0,
                  max_side_px: int | None = None, dtype: str | None = None, quantization: str = "fp32",
-                 lora_path: str | None = None, revision: str | None = None):
+                 lora_path: str | None = None, revision: str | None = None, sketch_strength: float = 0.7):
         if not 1 <= int(steps) <= 1000:
             raise ValueError(f"steps must be in 1..1000, got {steps}")
-        if not 0.0 < float(strength) <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        for name, value in (("strength", strength), ("sketch_strength", sketch_strength)):
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
         if max_side_px is not None and not 64 <= int(max_side_px) <= 2048:
             raise ValueError(f"max_side_px must be in 64..2048, got {max_side_px}")
         self.device = torch_device(device)
         self.steps, self.guidance_scale, self.negative_prompt = int(steps), float(guidance_scale), negative_prompt
-        self.strength = float(strength)
+        self.strength, self.sketch_strength = float(strength), float(sketch_strength)
+        self._start_painter = None      # the esrgan generator, built on the first frame with a sketch
         self.pipe = load_inpaint_pipeline(model, self.device, dtype, quantization, lora_path, revision)
         self.max_side_px = int(max_side_px) if max_side_px is not None else native_side_px(self.pipe)
         self.mask_grow_px = int(self.pipe.vae_scale_factor)
@@ -111,12 +120,24 @@ class DiffusionInpainter:
     def prompt_for(self, text: str) -> str:
         return caption_of(text) or NEUTRAL_PROMPT
 
-    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0) -> np.ndarray:
-        """known (H, W, 3) uint8, known_alpha (H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    def start_picture(self, text: str, known: np.ndarray, alpha: np.ndarray, seed: int,
+                      sketch: np.ndarray | None) -> np.ndarray:
+        """Known pixels over the super-resolved sketch, or over the layout painting without one."""
+        from semcom.codec.generate.esrgan import SketchSuperResolver
+        from semcom.codec.generate.render import LayoutRenderer
+
+        if sketch is None:
+            return LayoutRenderer().generate(text, known, alpha, seed=seed)
+        if self._start_painter is None:
+            self._start_painter = SketchSuperResolver()
+        return self._start_painter.generate(text, known, alpha, seed=seed, sketch=sketch)
+
+    def generate(self, text: str, known: np.ndarray, known_alpha: np.ndarray, seed: int = 0,
+                 sketch: np.ndarray | None = None) -> np.ndarray:
+        """known (H, W, 3) uint8, known_alpha (H, W) float in [0, 1], sketch (h, w, 3) uint8 or None
+        -> (H, W, 3) uint8."""
         import torch
         from PIL import Image
-
-        from semcom.codec.generate.render import LayoutRenderer
 
         known = np.asarray(known)
         alpha = np.clip(np.asarray(known_alpha, np.float32), 0.0, 1.0)
@@ -125,8 +146,8 @@ class DiffusionInpainter:
         height, width = alpha.shape
         if alpha.min() >= 1.0:
             return known.astype(np.uint8).copy()
-        # The starting picture: known pixels over the layout painting (what strength < 1 keeps a trace of).
-        start = LayoutRenderer().generate(text, known, alpha, seed=seed)
+        # The starting picture, what strength < 1 keeps a trace of.
+        start = self.start_picture(text, known, alpha, seed, sketch)
         mh, mw = model_size(height, width, self.max_side_px)
         image = Image.fromarray(cv2.resize(start, (mw, mh), interpolation=_resize_filter(width, mw)))
         mask = cv2.resize(((1.0 - alpha) * 255).round().astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST)
@@ -136,7 +157,8 @@ class DiffusionInpainter:
             result = self.pipe(prompt=self.prompt_for(text), negative_prompt=self.negative_prompt or None,
                                image=image, mask_image=Image.fromarray(mask), height=mh, width=mw,
                                num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
-                               strength=self.strength, generator=generator, output_type="np")
+                               strength=self.strength if sketch is None else self.sketch_strength,
+                               generator=generator, output_type="np")
         generated = (np.clip(result.images[0], 0.0, 1.0) * 255.0).round().astype(np.uint8)
         if (mh, mw) != (height, width):
             generated = cv2.resize(generated, (width, height), interpolation=_resize_filter(mw, width))
