@@ -17,6 +17,7 @@ from semcom.constants import DEFAULT_KEY_QUALITY, LOOPBACK_FREQUENCY_OFFSET, LOO
 from semcom.paths import data_path
 
 DEFAULT_PHOTO = "chelsea.png"
+MIN_LOOPBACK_SIDE_PX = 7        # the SSIM window of the loopback's quality report (scikit-image's default)
 
 
 def _box(text: str) -> tuple[int, int, int, int]:
@@ -73,6 +74,9 @@ def cmd_loopback(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     image_path = Path(args.image) if args.image else data_path("photos", DEFAULT_PHOTO)
     image = load_image(image_path)
+    if min(image.shape[:2]) < MIN_LOOPBACK_SIDE_PX:
+        raise ValueError(f"{image_path}: {image.shape[1]}x{image.shape[0]} pixels is below the loopback's minimum of "
+                         f"{MIN_LOOPBACK_SIDE_PX}x{MIN_LOOPBACK_SIDE_PX} (the SSIM window of its quality report)")
     key_mask = None
     if args.mask:
         key_mask = registry.create("regions", "mask", mask=args.mask).split(image)

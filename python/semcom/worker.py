@@ -340,8 +340,10 @@ class InferenceWorker:
             front.curve_publickey, front.curve_secretkey = public, secret
         return front
 
-    def run(self) -> None:
-        context = zmq.Context()
+    def run(self, context: zmq.Context | None = None) -> None:
+        """Serve until ``stop()``. ``context``: share the caller's (for an inproc:// bind), else a private one."""
+        own_context = context is None
+        context = context or zmq.Context()
         auth = _PeerGate(self, context)
         auth.start()
         if self.curve:
@@ -398,7 +400,8 @@ class InferenceWorker:
             for sock in (monitor, front, results):
                 sock.close(linger=0)
             auth.stop()
-            context.term()
+            if own_context:
+                context.term()
 
     @property
     def peers(self) -> int:
