@@ -38,9 +38,29 @@ def screenshot(path: Path) -> None:
     pixbuf.savev(str(path), "png", [], [])
 
 
+def wait_until_drawn(out: Path, deadline: float, min_drawn: float = 0.3) -> None:
+    """Screenshot into ``out`` until the screen is drawn (a share of non-black pixels) and two
+    consecutive shots agree: a window is mapped a while after its program says it is ready."""
+    import numpy as np
+    from PIL import Image
+
+    previous = None
+    while True:
+        screenshot(out)
+        pixels = np.asarray(Image.open(out).convert("RGB"))
+        drawn = float(pixels.any(axis=2).mean())
+        if drawn >= min_drawn and previous is not None and np.array_equal(pixels, previous):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the screen was not drawn in time ({drawn:.0%} non-black pixels)")
+        previous = pixels
+        time.sleep(1.0)
+
+
 def run_and_capture(command: list[str], marker: str, out: Path, timeout_s: float, settle_s: float,
                     env: dict | None = None) -> str:
-    """Run ``command`` until ``marker`` appears in its output (then ``settle_s`` more), screenshot, stop it.
+    """Run ``command`` until ``marker`` appears in its output (then ``settle_s`` more), screenshot once the
+    screen is drawn and still, stop it.
 
     Returns what the program printed; raises TimeoutError (after stopping it) when the marker never came.
     """
@@ -66,7 +86,7 @@ def run_and_capture(command: list[str], marker: str, out: Path, timeout_s: float
                                    f"(exit status {process.poll()}):\n{''.join(lines)[-3000:]}")
             time.sleep(0.1)
         time.sleep(settle_s)
-        screenshot(out)
+        wait_until_drawn(out, started + timeout_s)
     finally:
         if process.poll() is None:
             process.terminate()

@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pmt
 import pytest
 import yaml
+from PIL import Image
 from gnuradio import gr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,35 +267,40 @@ def test_every_example_opens_with_no_error_under_semcom_grc(tmp_path):
 def red_pixels_below_toolbar(png: Path, toolbar_px: int = 70) -> int:
     """Pixels of GRC's error colour (Pango 'red', #FF0000: error blocks, parameters, imports) under the
     toolbar, whose stop/kill icons are red by design."""
-    import numpy as np
-    from PIL import Image
-
     rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)[toolbar_px:]
     return int(((rgb[..., 0] >= 200) & (rgb[..., 1] <= 60) & (rgb[..., 2] <= 60)).sum())
 
 
-def grc_screenshot(grc: Path, out: Path, tmp_path: Path) -> Path:
-    """``semcom grc FILE`` under Xvfb, its window screenshotted once GRC has loaded the file."""
+def block_pixels(png: Path) -> int:
+    """Pixels of GRC's enabled-block background (#F1ECFF): the flowgraph is on screen."""
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    return int((rgb == (0xF1, 0xEC, 0xFF)).all(axis=2).sum())
+
+
+def start_grc_screenshot(grc: Path, out: Path) -> subprocess.Popen:
+    """``semcom grc FILE`` under its own Xvfb, its window screenshotted into ``out`` once GRC has loaded the file."""
     xvfb_run = shutil.which("xvfb-run")
     assert xvfb_run, "xvfb-run not on PATH (Debian package xvfb; scripts/bootstrap.sh installs it)"
-    prefs = tmp_path / "grc.conf"      # a fresh user: no reopened files, a window that shows the flowgraph
+    prefs = out.with_suffix(".conf")     # a fresh user: no reopened files, a window that shows the flowgraph
     prefs.write_text("[main]\nmain_window_width = 1400\nmain_window_height = 900\n")
     env = {**os.environ, "GRC_PREFS_PATH": str(prefs), "PYTHONPATH": with_path(REPO / "python", "PYTHONPATH")}
     env.pop("QT_QPA_PLATFORM", None)
     command = [xvfb_run, "-a", "-s", "-screen 0 1400x900x24", sys.executable, str(REPO / "tests" / "grc_screenshot.py"),
-               "--marker", ">>> Done", "--timeout-s", "90", "--out", str(out), "--",
+               "--marker", ">>> Done", "--timeout-s", "120", "--out", str(out), "--",
                sys.executable, "-m", "semcom.cli", "grc", str(grc)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert out.exists(), run.stdout[-3000:]
-    return out
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.slow
 def test_semcom_grc_window_shows_no_red(tmp_path):
     """What the user sees: the README's command opens loopback.grc with no red (and a broken import is red)."""
-    clean = grc_screenshot(EXAMPLE_GRC, tmp_path / "loopback.png", tmp_path)
-    broken = grc_screenshot(broken_copy(EXAMPLE_GRC, tmp_path), tmp_path / "broken.png", tmp_path)
+    clean, broken = tmp_path / "loopback.png", tmp_path / "broken.png"
+    runs = [start_grc_screenshot(EXAMPLE_GRC, clean),          # two X servers side by side: half the wait
+            start_grc_screenshot(broken_copy(EXAMPLE_GRC, tmp_path), broken)]
+    for run in runs:
+        output, _ = run.communicate(timeout=180)
+        assert run.returncode == 0, output[-3000:]
+    assert block_pixels(clean) > 20_000 and block_pixels(broken) > 20_000, "GRC's blocks are not on screen"
     assert red_pixels_below_toolbar(broken) > 100, "the screenshot check cannot see GRC's red"
     assert red_pixels_below_toolbar(clean) == 0, f"GRC shows errors in red: see {clean}"
 
@@ -319,9 +326,13 @@ def test_gui_loopback_shows_received_images_and_the_slider_sets_the_channel(qt_a
     view = sinks[0].view
     figures = dict(view.figures_shown)
     assert view.received.pixmap() is not None and not view.received.pixmap().isNull()
-    assert float(figures["key region PSNR / SSIM"].split()[0]) > 30.0, figures      # 12 dB: every PDU through
+    assert float(figures["key region PSNR / SSIM"].split()[0]) > 30.0, figures      # 12 dB: every PDU comes through
     assert figures["PDUs"].endswith(" 0 lost"), figures
     assert window.width() >= 1000 and not window.isNull()
-    tb.set_snr_db(3.0)       # the QT GUI Range's callback
-    assert tb.channels_channel_model_0.noise_voltage() == pytest.approx(
-        noise_voltage_for_snr(3.0, tb.modulation, tb.samples_per_symbol))
+    before, initial_snr_db = tb.channels_channel_model_0.noise_voltage(), tb.snr_db
+    tb.set_snr_db(3.0)       # what the QT GUI Range calls when the slider moves
+    expected = noise_voltage_for_snr(3.0, tb.modulation, tb.samples_per_symbol)
+    assert tb.noise_voltage == pytest.approx(expected)
+    # the channel reports its noise source's amplitude (a fixed factor of the voltage set): compare ratios
+    assert tb.channels_channel_model_0.noise_voltage() / before == pytest.approx(
+        expected / noise_voltage_for_snr(initial_snr_db, tb.modulation, tb.samples_per_symbol))
