@@ -70,9 +70,11 @@ def test_grc_blocks_examples_data_and_launcher(prefix):
 def test_installed_package_runs_from_prefix(prefix, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SEMCOM_DATA_DIR", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site_dir(prefix))
-    probe = "import semcom, semcom.paths; print(semcom.__file__); print(semcom.paths.data_dir())"
-    module_file, data_dir = run(sys.executable, "-c", probe, cwd=tmp_path, env=env).splitlines()
+    probe = ("import semcom, semcom.paths, semcom.companion; print(semcom.__file__); print(semcom.paths.data_dir()); "
+             "print(semcom.companion.blocks_dir())")
+    module_file, data_dir, blocks_dir = run(sys.executable, "-c", probe, cwd=tmp_path, env=env).splitlines()
     assert Path(module_file).is_relative_to(prefix)
     assert Path(data_dir) == prefix / "share" / "gr-semcom"
+    assert Path(blocks_dir) == prefix / "share" / "gnuradio" / "grc" / "blocks"     # what semcom grc gives GRC
     # the launcher's code under this interpreter (its shebang is the configure-time one)
     assert "loopback" in run(sys.executable, prefix / "bin" / "semcom", "--help", cwd=tmp_path, env=env)
