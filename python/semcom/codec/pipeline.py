@@ -21,6 +21,7 @@ from semcom.codec import registry, sketch as sketch_codec
 from semcom.codec.frame import PDU_HEADER, SemanticFrame, TileTooLarge
 from semcom.codec.imageio import check_image_size
 from semcom.codec.imageops import feather
+from semcom.codec.key.deblock import deblock_tile_borders
 from semcom.constants import (
     DEFAULT_MASK_BLOCK_PX,
     DEFAULT_PDU_BYTES,
@@ -33,7 +34,7 @@ from semcom.constants import (
 # Codecs a receiver builds when a frame names them although its config names another: the ones that
 # ship with the module. Codec ids come off the air; a frame must not make the receiver load (or
 # download) a large model it was not configured for.
-SHIPPED_CODECS = {"key": ("webp", "jpeg", "learned"), "text": ("zlib", "zlib-v2")}
+SHIPPED_CODECS = {"key": ("avif", "webp", "jpeg", "learned"), "text": ("zlib", "zlib-v2")}
 
 # A coarse mask block is key when at least this share of its pixels is key: thin parts survive,
 # while a few stray pixels do not grow the key region by a whole block.
@@ -46,7 +47,7 @@ class PipelineConfig:
 
     regions: str = "saliency"
     regions_options: dict[str, Any] = field(default_factory=dict)
-    key: str = "learned"
+    key: str = "avif"          # the winner of benchmarks/key_region_rd.py on the evaluation photos
     key_options: dict[str, Any] = field(default_factory=dict)
     describe: str = "labels"
     describe_options: dict[str, Any] = field(default_factory=dict)
@@ -321,6 +322,7 @@ class SemanticDecoder:
                 continue
             known[y0:y1, x0:x1] = pixels
             received_area[y0:y1, x0:x1] = True
+        known = deblock_tile_borders(known, received_area, frame.tile_px)    # no tile grid in the key region
 
         description, text_lost = "", True
         if frame.text is not None:

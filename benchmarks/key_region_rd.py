@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Which key codec holds up on photos the module never saw: key PSNR/SSIM at equal frame bytes.
+
+    python benchmarks/key_region_rd.py [--photos eval-photos] [--json OUT] [--images DIR_FOR_SIDE_BY_SIDES]
+
+For every photo of the evaluation set (``scripts/eval_photos.sh`` puts PHOTOS.md's evaluation photos,
+512 px wide, in ``eval-photos/``), through ``SemanticEncoder`` / ``SemanticDecoder``:
+
+1. Key codecs at equal frame bytes: budgets of 0.5, 1 and 2 bits per key pixel (whole frame:
+   every PDU, header copies, text and sketch counted). Each codec (learned as shipped, AVIF, WebP and
+   JPEG tiles) gets its largest quality whose frame fits (every learned level; Pillow
+   quality on the grid ``PILLOW_GRID``); '-' = not even its lowest quality fits (scored
+   as a loss). The winner is the codec with the highest mean key PSNR over photos and budgets, where
+   a codec that does not fit scores the PSNR of the mean key colour; ``winner()`` is what the test of
+   the default codec calls.
+2. The default pipeline (``PipelineConfig()``): frame bytes over the bytes of the smallest whole-image
+   JPEG whose key-region PSNR is at least ours (no PDU lost, as on the 20 dB loopback), the seam ratio
+   (mean absolute gradient across tile borders over that inside tiles, decoded over original, on key
+   pixels: 1.0 = no seam added), and the IoU of the key mask with the hand-drawn reference mask in
+   ``gr-semcom/masks/`` where there is one.
+
+The key region is scored on the mask both ends see (the frame's 8 px block mask); key pixels are
+exactly the decoded tiles (after deblocking), so the background generator does not change the scores
+and the rate-distortion runs draw it with the plain renderer to save time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+
+from semcom.codec.imageio import load_image  # noqa: E402
+from semcom.codec.key.deblock import seam_ratio  # noqa: E402
+from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder, coarse_mask  # noqa: E402
+from semcom.eval.baselines import jpeg_at_key_psnr  # noqa: E402
+from semcom.eval.metrics import psnr_db, ssim  # noqa: E402
+
+# name -> the qualities searched (ascending bytes): every learned level, a grid for the Pillow codecs
+PILLOW_GRID = (1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
+CODECS = {"learned": tuple(range(1, 9)), "avif": PILLOW_GRID, "webp": PILLOW_GRID, "jpeg": PILLOW_GRID}
+BUDGETS_BITS_PER_KEY_PIXEL = (0.5, 1.0, 2.0)
+MASKS_DIR = ROOT / "gr-semcom" / "masks"
+
+
+class _OnceDescriber:
+    """The configured describer, run once per image: the text does not depend on the key codec."""
+
+    def __init__(self, describer):
+        self.describer, self.cache = describer, {}
+
+    def describe(self, image, key_mask):
+        key = (id(image), key_mask.tobytes())
+        if key not in self.cache:
+            self.cache[key] = self.describer.describe(image, key_mask)
+        return self.cache[key]
+
+
+class CodecLadder:
+    """One photo and key mask through the pipeline with one key codec, memoised per quality."""
+
+    def __init__(self, image: np.ndarray, key_mask: np.ndarray, codec: str, describer, base: PipelineConfig):
+        self.image, self.key_mask, self.codec = image, key_mask, codec
+        self.config = replace(base, key=codec, generate="render")
+        self.describer = describer
+        self.decoder = SemanticDecoder(self.config)
+        self.points = lru_cache(maxsize=None)(self._point)
+
+    def _point(self, quality: int) -> dict:
+        config = replace(self.config, key_options={"quality": quality})
+        encoder = SemanticEncoder(config)
+        encoder.describer = self.describer
+        encoded = encoder.encode(self.image, key_mask=self.key_mask)
+        recon = self.decoder.decode(encoded.frame, seed=0)
+        key = encoded.key_mask
+        return {"codec": self.codec, "quality": quality, "bytes": sum(map(len, encoded.to_pdus(config.pdu_bytes))),
+                "key_psnr_db": psnr_db(self.image, recon.image, key), "key_ssim": ssim(self.image, recon.image, key)}
+
+    def at_bytes(self, budget: int) -> dict | None:
+        """The largest searched quality whose frame fits ``budget`` (bytes grow with quality), or None."""
+        grid = CODECS[self.codec]
+        low, high = 0, len(grid) - 1
+        if self.points(grid[low])["bytes"] > budget:
+            return None
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.points(grid[middle])["bytes"] <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        return self.points(grid[low])
+
+
+def frame_key_mask(key_mask: np.ndarray, block_px: int) -> np.ndarray:
+    """(H, W) bool: the key mask as the frame carries it (blocks of ``block_px``), what both ends score."""
+    blocks = coarse_mask(key_mask, block_px)
+    return np.repeat(np.repeat(blocks, block_px, axis=0), block_px, axis=1)[: key_mask.shape[0], : key_mask.shape[1]]
+
+
+def flat_key_psnr(image: np.ndarray, key_mask: np.ndarray) -> float:
+    """Key PSNR of painting the key region in its mean colour: the score of a codec that does not fit."""
+    flat = image.copy()
+    flat[key_mask] = image[key_mask].mean(axis=0).round().astype(np.uint8)
+    return psnr_db(image, flat, key_mask)
+
+
+def rd_rows(name: str, image: np.ndarray, key_mask: np.ndarray, codecs=tuple(CODECS),
+            budgets=BUDGETS_BITS_PER_KEY_PIXEL, base: PipelineConfig | None = None) -> list[dict]:
+    """One row per budget: each codec's point at that frame budget (None when nothing fits)."""
+    base = base or PipelineConfig()
+    describer = _OnceDescriber(SemanticEncoder(replace(base, key="jpeg")).describer)
+    ladders = {c: CodecLadder(image, key_mask, c, describer, base) for c in codecs}
+    frame_key = frame_key_mask(key_mask, base.mask_block_px)
+    key_px = int(frame_key.sum())
+    floor = flat_key_psnr(image, frame_key)
+    rows = []
+    for bits in budgets:
+        budget = int(bits * key_px / 8)
+        row = {"photo": name, "bits_per_key_pixel": bits, "budget_bytes": budget, "floor_psnr_db": floor}
+        for codec, ladder in ladders.items():
+            row[codec] = ladder.at_bytes(budget)
+        rows.append(row)
+    return rows
+
+
+def winner(rows: list[dict], codecs=tuple(CODECS)) -> tuple[str, dict[str, float]]:
+    """(best codec, mean key PSNR per codec) over all rows; a codec that does not fit scores the floor."""
+    means = {c: float(np.mean([r[c]["key_psnr_db"] if r[c] else r["floor_psnr_db"] for r in rows])) for c in codecs}
+    return max(means, key=means.get), means
+
+
+def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, reference: np.ndarray | None,
+                         side_by_side: Path | None = None) -> dict:
+    """The default configuration end to end: frame/JPEG ratio, seam ratio, mask IoU."""
+    config = PipelineConfig()
+    encoded = SemanticEncoder(config).encode(image, key_mask=key_mask)
+    recon = SemanticDecoder(config).decode(encoded.frame, seed=0)
+    key = encoded.key_mask
+    frame_bytes = sum(map(len, encoded.to_pdus(config.pdu_bytes)))
+    key_psnr = psnr_db(image, recon.image, key)
+    jpeg = jpeg_at_key_psnr(image, key, key_psnr)
+    row = {"photo": name, "codec": config.key, "frame_bytes": frame_bytes, "key_psnr_db": key_psnr,
+           "key_ssim": ssim(image, recon.image, key), "key_share": float(key_mask.mean()),
+           "jpeg_bytes_same_key_psnr": jpeg.bytes, "jpeg_reaches": jpeg.key_psnr_db >= key_psnr,
+           "frame_over_jpeg": frame_bytes / jpeg.bytes,
+           "seam_ratio": seam_ratio(image, recon.image, recon.received_mask, encoded.frame.tile_px),
+           "mask_iou": None if reference is None else float((key_mask & reference).sum() / (key_mask | reference).sum())}
+    if side_by_side is not None:
+        side_by_side.parent.mkdir(parents=True, exist_ok=True)
+        outline = image.copy()
+        outline[~key] = (outline[~key] * 0.35).astype(np.uint8)
+        gap = np.full((image.shape[0], 6, 3), 255, np.uint8)
+        Image.fromarray(np.hstack([image, gap, outline, gap, recon.image])).save(side_by_side)
+    return row
+
+
+def reference_mask(name: str, shape: tuple[int, int]) -> np.ndarray | None:
+    path = MASKS_DIR / f"{name}.png"
+    if not path.is_file():
+        return None
+    mask = Image.open(path).convert("L").resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(mask) >= 128
+
+
+def fmt(point: dict | None) -> str:
+    return "-" if point is None else f"q{point['quality']} {point['key_psnr_db']:.1f} / {point['key_ssim']:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photos", type=Path, default=ROOT / "eval-photos", help="evaluation photos (PNG)")
+    p.add_argument("--json", type=Path, default=None, help="also write every row as JSON here")
+    p.add_argument("--images", type=Path, default=None, help="write original | key region | received per photo here")
+    p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated key codecs to compare")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    photos = sorted(args.photos.glob("*.png"))
+    if not photos:
+        p.error(f"no PNG photos in {args.photos}: run scripts/eval_photos.sh (PHOTOS.md's evaluation set)")
+    codecs = tuple(args.codecs.split(","))
+    splitter = SemanticEncoder(PipelineConfig()).splitter
+    rd, default_rows = [], []
+    print("Key PSNR (dB) / key SSIM at equal frame bytes, largest quality that fits ('-': nothing fits)")
+    print("| photo | bits/key px | budget B | " + " | ".join(codecs) + " |")
+    print("|---|---:|---:|" + "---|" * len(codecs))
+    for path in photos:
+        name, image = path.stem, load_image(path)
+        key_mask = splitter.split(image)
+        rows = rd_rows(name, image, key_mask, codecs)
+        rd += rows
+        for r in rows:
+            print(f"| {name} | {r['bits_per_key_pixel']} | {r['budget_bytes']} | "
+                  + " | ".join(fmt(r[c]) for c in codecs) + " |", flush=True)
+        side = None if args.images is None else args.images / f"{name}.png"
+        default_rows.append(default_pipeline_row(name, image, key_mask, reference_mask(name, image.shape[:2]), side))
+    best, means = winner(rd, codecs)
+    print()
+    print("Mean key PSNR over photos and budgets: " + ", ".join(f"{c} {means[c]:.2f} dB" for c in codecs)
+          + f"; winner: {best}")
+    for bits in BUDGETS_BITS_PER_KEY_PIXEL:
+        rows = [r for r in rd if r["bits_per_key_pixel"] == bits]
+        print(f"  {bits} bits/key px: " + ", ".join(
+            f"{c} {np.mean([r[c]['key_psnr_db'] if r[c] else r['floor_psnr_db'] for r in rows]):.2f} dB"
+            f" (fits {sum(r[c] is not None for r in rows)}/{len(rows)})" for c in codecs))
+    print()
+    print(f"Default pipeline ({PipelineConfig().key}), no PDU lost: frame bytes vs the whole-image JPEG of equal "
+          "key PSNR; seam ratio; mask IoU vs gr-semcom/masks")
+    print("| photo | key share | frame B | key PSNR / SSIM | JPEG B | frame/JPEG | seam ratio | mask IoU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in default_rows:
+        iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.2f}"
+        jpeg = f"{r['jpeg_bytes_same_key_psnr']}" + ("" if r["jpeg_reaches"] else " (q95 short)")
+        print(f"| {r['photo']} | {r['key_share']:.2f} | {r['frame_bytes']} | {r['key_psnr_db']:.1f} / "
+              f"{r['key_ssim']:.3f} | {jpeg} | {r['frame_over_jpeg']:.2f} | {r['seam_ratio']:.2f} | {iou} |")
+    ratios = [r["frame_over_jpeg"] for r in default_rows]
+    seams = [r["seam_ratio"] for r in default_rows]
+    ious = [r["mask_iou"] for r in default_rows if r["mask_iou"] is not None]
+    print(f"frame/JPEG: median {statistics.median(ratios):.2f}, max {max(ratios):.2f}; "
+          f"seam ratio: median {statistics.median(seams):.2f}, max {max(seams):.2f}"
+          + (f"; mask IoU: mean {np.mean(ious):.2f} over {len(ious)} reference masks" if ious else ""))
+    if args.json:
+        args.json.write_text(json.dumps({"rd": rd, "default": default_rows, "winner": best, "mean_key_psnr_db": means},
+                                        indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

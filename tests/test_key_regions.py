@@ -1,0 +1,111 @@
+"""Key regions on photos the module never tuned on: the chosen codec, AVIF tiles, seams.
+
+The committed crop ``tests/data/astronaut_crop.png`` (scikit-image astronaut, BSD-3, a training-source
+photo of PHOTOS.md) stands in for the evaluation photos, which tests must not need.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcom.codec import registry
+from semcom.codec.imageio import load_image
+from semcom.codec.key.avif import AvifTileCodec, av1_still_size
+from semcom.codec.key.deblock import deblock_tile_borders, seam_ratio
+from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
+
+CROP = Path(__file__).parent / "data" / "astronaut_crop.png"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def crop():
+    return load_image(CROP)
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("key_region_rd", ROOT / "benchmarks" / "key_region_rd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_key_codec_is_the_benchmark_winner(crop, benchmark):
+    """The benchmark's own ranking (equal frame bytes, through the pipeline) on the committed crop."""
+    base = PipelineConfig(sketch_budget=0, describe="colour_layout")
+    mask = SemanticEncoder(base).splitter.split(crop)
+    rows = benchmark.rd_rows("crop", crop, mask, budgets=(1.5,), base=base)
+    best, means = benchmark.winner(rows)
+    assert best == PipelineConfig().key == "avif", means
+    assert PipelineConfig.from_file(ROOT / "gr-semcom" / "presets" / "default.json").key == best
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_avif_tiles_round_trip_at_every_scale_and_size(crop, scale):
+    codec = registry.create("key", "avif", quality=40, scale=scale)
+    for tile in (crop[:64, :64], crop[64:128, 100:164], crop[:37, :64], crop[:1, :1]):
+        tile = np.ascontiguousarray(tile)
+        data = codec.encode_tile(tile)
+        out = AvifTileCodec().decode_tile(data, *tile.shape[:2])      # the receiver needs no scale option
+        assert out.shape == tile.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - tile).mean() < 6 * scale + 4
+    full, quarter = (len(registry.create("key", "avif", quality=1, scale=s).encode_tile(crop[:64, :64])) for s in (1, 4))
+    assert quarter < full
+
+
+def test_avif_tiles_refuse_wrong_sizes_and_garbage(crop):
+    codec = AvifTileCodec(quality=50)
+    data = codec.encode_tile(np.ascontiguousarray(crop[:64, :64]))
+    assert av1_still_size(data) == (64, 64)
+    for height, width in ((64, 63), (32, 64), (100, 100)):
+        with pytest.raises(ValueError, match="AVIF tile"):
+            codec.decode_tile(data, height, width)
+    rng = np.random.default_rng(0)
+    for cut in (0, 1, 5, len(data) // 2):
+        with pytest.raises(ValueError):
+            codec.decode_tile(data[:cut], 64, 64)
+    for _ in range(200):
+        junk = rng.integers(0, 256, rng.integers(0, 80), dtype=np.uint8).tobytes()
+        try:
+            out = codec.decode_tile(junk, 64, 64)
+        except ValueError:
+            continue
+        assert out.shape == (64, 64, 3)
+
+
+def test_decoded_key_region_shows_no_tile_seams(crop):
+    """Mean gradient across tile borders vs inside tiles, decoded over original: within 1.2x, at the
+    default quality and at a low one; without the deblocking pass the low one shows a grid."""
+    for quality in (None, 10):
+        options = {} if quality is None else {"quality": quality}
+        config = PipelineConfig(key_options=options, sketch_budget=0, describe="colour_layout")
+        encoded = SemanticEncoder(config).encode(crop)
+        recon = SemanticDecoder(config).decode(encoded.frame)
+        ratio = seam_ratio(crop, recon.image, recon.received_mask, encoded.frame.tile_px)
+        assert ratio <= 1.2, (quality, ratio)
+    codec = AvifTileCodec(quality=10)
+    frame = encoded.frame
+    raw = np.zeros_like(crop)
+    received = np.zeros(crop.shape[:2], bool)
+    for index, data in frame.key_tiles.items():
+        y0, x0, y1, x1 = frame.tile_box(index)
+        raw[y0:y1, x0:x1] = codec.decode_tile(data, y1 - y0, x1 - x0)
+        received[y0:y1, x0:x1] = True
+    assert seam_ratio(crop, raw, received, frame.tile_px) > 1.25
+    smoothed = deblock_tile_borders(raw, received, frame.tile_px)
+    assert seam_ratio(crop, smoothed, received, frame.tile_px) <= 1.2
+    np.testing.assert_array_equal(smoothed[~received], raw[~received])   # never touches what was not received
+
+
+def test_deblocking_leaves_picture_edges_on_a_border_alone():
+    """A real edge that lies exactly on a tile border is far steeper than any coding step: kept."""
+    image = np.zeros((64, 128, 3), np.uint8)
+    image[:, 64:] = 200
+    out = deblock_tile_borders(image, np.ones((64, 128), bool), tile_px=64)
+    np.testing.assert_array_equal(out, image)
