@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +19,21 @@ import atheris  # noqa: E402,F401  (installed by the set-up; its absence must fa
 
 FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_worker.py"
 RUNS = 20_000
+CPU_BUDGET_S = 60       # about 0.9 ms per input plus 6 s to start; wall time depends on what else runs
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_fuzz_worker_fixed_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(FUZZ_SCRIPT.parents[1] / "python")}
     # Each input is one request to a live worker, followed by a ping; a missing or malformed reply, a
     # failed ping, a >30 s input or running past 1.5 GB RSS makes libFuzzer exit non-zero.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, str(FUZZ_SCRIPT), f"-runs={RUNS}", "-seed=1", "-timeout=30",
                            "-rss_limit_mb=1536", f"-artifact_prefix={tmp_path}/"],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=FUZZ_SCRIPT.parent)
+                          capture_output=True, text=True, timeout=900, env=env, cwd=FUZZ_SCRIPT.parent)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, tail
     found = re.search(r"fuzz_worker: (\d+) inputs tried \((\d+) ok replies, (\d+) error replies, (\d+) pings",
@@ -35,6 +41,7 @@ def test_fuzz_worker_fixed_run(tmp_path):
     assert found, tail
     tried, ok, errors, pings = (int(g) for g in found.groups())
     record("atheris fuzz_worker requests (each followed by a ping)", tried)
-    print(found.group(0))
+    print(found.group(0), f"CPU {cpu_s:.1f} s")
+    assert cpu_s < CPU_BUDGET_S
     assert tried == RUNS and ok + errors == RUNS and pings == RUNS
     assert ok > 0, "some inputs must be served, else the run fuzzes only the rejections"

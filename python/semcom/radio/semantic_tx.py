@@ -41,7 +41,7 @@ class semantic_tx(gr.basic_block):
 
     def __init__(self, image_path: str = "", config: PipelineConfig | str | None = None,
                  key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
-                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S):
+                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S, worker_keys: str = ""):
         gr.basic_block.__init__(self, name="semantic_tx", in_sig=None, out_sig=None)
         self.log = gr.logger("semcom.semantic_tx")
         self.image_path = image_path
@@ -49,6 +49,7 @@ class semantic_tx(gr.basic_block):
         self.config = load_config(config)
         self.endpoint = endpoint
         self.worker_timeout_s = worker_timeout_s
+        self.worker_keys = worker_keys          # client keys directory for a worker run with --keys (docs/ota.md)
         # Remote: the client is built on the worker thread that uses it (a ZeroMQ socket stays in one thread).
         self.encoder = None if endpoint else SemanticEncoder(self.config)
         self.worker_timeouts = 0
@@ -102,7 +103,7 @@ class semantic_tx(gr.basic_block):
                 key_mask = self.mask_splitter.split(image)
             image_id = self.next_image_id
             if self.encoder is None:
-                self.encoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config)
+                self.encoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config, keys=self.worker_keys)
             encoded = self.encoder.encode(image, image_id=image_id, key_mask=key_mask)
             pdus = encoded.to_pdus(self.config.pdu_bytes)
         except WorkerTimeout as exc:
