@@ -41,7 +41,7 @@ with atheris.instrument_imports(include=["semcom"]):
     from semcom.codec import registry
     from semcom.codec.frame import FrameAssembler, SemanticFrame
     from semcom.codec.imageio import load_image
-    from semcom.codec.pipeline import SemanticDecoder, SemanticEncoder
+    from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
     from semcom.codec.sketch import decode_sketch
     from semcom.paths import data_path
 
@@ -74,7 +74,9 @@ def _key_codecs() -> list:
 
 def _warm_decoder() -> SemanticDecoder:
     """Build (or fail once to build) every codec a frame can name, so no run pays a model load."""
-    decoder = SemanticDecoder()
+    # The layout renderer, not the default super-resolver: the fuzzed surface is the parsing (sketch
+    # decoding included), and a model run per input would slow the fixed run a hundredfold.
+    decoder = SemanticDecoder(PipelineConfig(generate="render"))
     for codec_id in registry.codec_names("key"):
         try:
             decoder._codec("key", codec_id)

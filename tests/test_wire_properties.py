@@ -33,7 +33,7 @@ from semcom.codec.frame import (
     parse_pdu,
 )
 from semcom.codec.imageio import load_image
-from semcom.codec.pipeline import Reconstruction, SemanticDecoder, SemanticEncoder
+from semcom.codec.pipeline import PipelineConfig, Reconstruction, SemanticDecoder, SemanticEncoder
 from semcom.codec.sketch import decode_sketch
 from semcom.constants import MAX_PDUS_PER_FRAME, MAX_TEXT_CHARS, SUPPORTED_WIRE_VERSIONS
 from semcom.paths import data_path
@@ -62,7 +62,10 @@ def encoder() -> SemanticEncoder:
 
 @lru_cache(maxsize=None)
 def decoder() -> SemanticDecoder:
-    return SemanticDecoder()
+    # The layout renderer instead of the default super-resolver: what hostile bytes reach is the parsing
+    # (sketch decoding included, on every generator), not the model's arithmetic, and 1000+ decodes
+    # through Real-ESRGAN would cost CI minutes.
+    return SemanticDecoder(PipelineConfig(generate="render"))
 
 
 @lru_cache(maxsize=None)
