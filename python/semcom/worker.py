@@ -26,9 +26,11 @@ worker keeps serving; nothing a peer sends raises out of the main loop. Limits (
   with an error. What libzmq cannot bound: it hands a multipart message over only when its last frame
   arrived, so a peer can make it hold one message of many frames (each below the limit) until then.
   ``--keys`` (CURVE) shuts out every peer without a key; use it on any host you share.
-- per peer: a connection that delivers no complete frame for ``idle_timeout_s`` (ZeroMQ heartbeats)
-  or does not finish its handshake in that time is dropped; at most ``max_peers`` connections are
-  admitted (the ZAP handler refuses the handshake of any beyond).
+- per peer: a connection that completes no frame for between half and all of ``idle_timeout_s``
+  (ZeroMQ heartbeats: only a complete frame counts, so a request frame must arrive within that time;
+  raise it for big requests over slow links) or does not finish its handshake in ``idle_timeout_s``
+  is dropped; at most ``max_peers`` connections are admitted (the ZAP handler refuses the handshake
+  of any beyond).
 - per job: ``max_pixels`` (images and frames claiming more are refused before decoding, as are
   images below the codec's minimum), and ``job_time_limit_s`` from acceptance to reply: a job still
   running then is answered with an error and its late result discarded (a Python thread cannot be
@@ -453,8 +455,9 @@ class InferenceWorker:
                 self._send(front, envelope + [_header({"id": request_id, "ok": True})])
                 return
             number = next(self._job_numbers)
-            self._jobs.put_nowait((number, header, blobs))
-            self._running[number] = _Job(envelope, request_id, time.monotonic() + self.limits.job_time_limit_s)
+            deadline_s = time.monotonic() + self.limits.job_time_limit_s
+            self._jobs.put_nowait((number, deadline_s, header, blobs))
+            self._running[number] = _Job(envelope, request_id, deadline_s)
         except RequestRejected as exc:
             self.stats.add("rejected")
             log.warning("rejected request: %s", exc)
@@ -491,7 +494,9 @@ class InferenceWorker:
                 job = self._jobs.get()
                 if job is None or self._stop.is_set():
                     return
-                number, header, blobs = job
+                number, deadline_s, header, blobs = job
+                if time.monotonic() >= deadline_s:
+                    continue                # waited past its time limit: already answered by the main loop
                 request_id = _plain_id(header.get("id"))
                 try:
                     reply, reply_blobs = runner.run(header, blobs)
