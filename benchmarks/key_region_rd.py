@@ -40,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
+from semcom.codec import registry  # noqa: E402
 from semcom.codec.imageio import load_image  # noqa: E402
 from semcom.codec.key.deblock import seam_ratio  # noqa: E402
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder, coarse_mask  # noqa: E402
@@ -72,18 +73,17 @@ class CodecLadder:
     def __init__(self, image: np.ndarray, key_mask: np.ndarray, codec: str, describer, base: PipelineConfig):
         self.image, self.key_mask, self.codec = image, key_mask, codec
         self.config = replace(base, key=codec, generate="render")
-        self.describer = describer
+        self.encoder = SemanticEncoder(self.config)
+        self.encoder.describer = describer
         self.decoder = SemanticDecoder(self.config)
         self.points = lru_cache(maxsize=None)(self._point)
 
     def _point(self, quality: int) -> dict:
-        config = replace(self.config, key_options={"quality": quality})
-        encoder = SemanticEncoder(config)
-        encoder.describer = self.describer
-        encoded = encoder.encode(self.image, key_mask=self.key_mask)
+        self.encoder.key_codec = registry.create("key", self.codec, quality=quality)
+        encoded = self.encoder.encode(self.image, key_mask=self.key_mask)
         recon = self.decoder.decode(encoded.frame, seed=0)
         key = encoded.key_mask
-        return {"codec": self.codec, "quality": quality, "bytes": sum(map(len, encoded.to_pdus(config.pdu_bytes))),
+        return {"codec": self.codec, "quality": quality, "bytes": sum(map(len, encoded.to_pdus(self.config.pdu_bytes))),
                 "key_psnr_db": psnr_db(self.image, recon.image, key), "key_ssim": ssim(self.image, recon.image, key)}
 
     def at_bytes(self, budget: int) -> dict | None:
@@ -118,7 +118,7 @@ def rd_rows(name: str, image: np.ndarray, key_mask: np.ndarray, codecs=tuple(COD
             budgets=BUDGETS_BITS_PER_KEY_PIXEL, base: PipelineConfig | None = None) -> list[dict]:
     """One row per budget: each codec's point at that frame budget (None when nothing fits)."""
     base = base or PipelineConfig()
-    describer = _OnceDescriber(SemanticEncoder(replace(base, key="jpeg")).describer)
+    describer = _OnceDescriber(registry.create("describe", base.describe, **base.describe_options))
     ladders = {c: CodecLadder(image, key_mask, c, describer, base) for c in codecs}
     frame_key = frame_key_mask(key_mask, base.mask_block_px)
     key_px = int(frame_key.sum())
@@ -139,12 +139,22 @@ def winner(rows: list[dict], codecs=tuple(CODECS)) -> tuple[str, dict[str, float
     return max(means, key=means.get), means
 
 
+@lru_cache(maxsize=None)
+def _default_encoder() -> SemanticEncoder:
+    return SemanticEncoder(PipelineConfig())
+
+
+@lru_cache(maxsize=None)
+def _default_decoder() -> SemanticDecoder:
+    return SemanticDecoder(PipelineConfig())
+
+
 def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, reference: np.ndarray | None,
                          side_by_side: Path | None = None) -> dict:
     """The default configuration end to end: frame/JPEG ratio, seam ratio, mask IoU."""
     config = PipelineConfig()
-    encoded = SemanticEncoder(config).encode(image, key_mask=key_mask)
-    recon = SemanticDecoder(config).decode(encoded.frame, seed=0)
+    encoded = _default_encoder().encode(image, key_mask=key_mask)
+    recon = _default_decoder().decode(encoded.frame, seed=0)
     key = encoded.key_mask
     frame_bytes = sum(map(len, encoded.to_pdus(config.pdu_bytes)))
     key_psnr = psnr_db(image, recon.image, key)
@@ -182,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write every row as JSON here")
     p.add_argument("--images", type=Path, default=None, help="write original | key region | received per photo here")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated key codecs to compare")
+    p.add_argument("--no-rd", action="store_true", help="only the default pipeline's rows (frame/JPEG, seams, IoU)")
     args = p.parse_args(argv)
     import torch
 
@@ -198,22 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     for path in photos:
         name, image = path.stem, load_image(path)
         key_mask = splitter.split(image)
-        rows = rd_rows(name, image, key_mask, codecs)
+        rows = [] if args.no_rd else rd_rows(name, image, key_mask, codecs)
         rd += rows
         for r in rows:
             print(f"| {name} | {r['bits_per_key_pixel']} | {r['budget_bytes']} | "
                   + " | ".join(fmt(r[c]) for c in codecs) + " |", flush=True)
         side = None if args.images is None else args.images / f"{name}.png"
         default_rows.append(default_pipeline_row(name, image, key_mask, reference_mask(name, image.shape[:2]), side))
-    best, means = winner(rd, codecs)
-    print()
-    print("Mean key PSNR over photos and budgets: " + ", ".join(f"{c} {means[c]:.2f} dB" for c in codecs)
-          + f"; winner: {best}")
-    for bits in BUDGETS_BITS_PER_KEY_PIXEL:
-        rows = [r for r in rd if r["bits_per_key_pixel"] == bits]
-        print(f"  {bits} bits/key px: " + ", ".join(
-            f"{c} {np.mean([r[c]['key_psnr_db'] if r[c] else r['floor_psnr_db'] for r in rows]):.2f} dB"
-            f" (fits {sum(r[c] is not None for r in rows)}/{len(rows)})" for c in codecs))
+    best, means = winner(rd, codecs) if rd else (None, {})
+    if rd:
+        print()
+        print("Mean key PSNR over photos and budgets: " + ", ".join(f"{c} {means[c]:.2f} dB" for c in codecs)
+              + f"; winner: {best}")
+        for bits in BUDGETS_BITS_PER_KEY_PIXEL:
+            rows = [r for r in rd if r["bits_per_key_pixel"] == bits]
+            print(f"  {bits} bits/key px: " + ", ".join(
+                f"{c} {np.mean([r[c]['key_psnr_db'] if r[c] else r['floor_psnr_db'] for r in rows]):.2f} dB"
+                f" (fits {sum(r[c] is not None for r in rows)}/{len(rows)})" for c in codecs))
     print()
     print(f"Default pipeline ({PipelineConfig().key}), no PDU lost: frame bytes vs the whole-image JPEG of equal "
           "key PSNR; seam ratio; mask IoU vs gr-semcom/masks")
