@@ -1,19 +1,27 @@
-"""fp32 vs int8 vs 8-bit/4-bit vs LoRA for the Hugging Face captioner and inpainter, in one table.
+"""fp32 vs torchao int8 vs torch.ao int8 vs bitsandbytes 8-bit/NF4 vs LoRA for the Hugging Face captioner
+and inpainter, in one table and one run.
 
-    python benchmarks/lightweight_hf.py                      # tiny random models built here (CPU, ~1 min)
+    python benchmarks/lightweight_hf.py                      # tiny random models built here (CPU)
     python benchmarks/lightweight_hf.py --device cuda \\
         --captioner Salesforce/blip-image-captioning-base \\
         --inpainter stable-diffusion-v1-5/stable-diffusion-inpainting --steps 25 --max-side 512 \\
         --captioner-lora cap.safetensors --inpainter-lora unet.safetensors
 
+Variants: fp32; int8 (torchao int8 weights + dynamic int8 activations of every Linear); int8wo (torchao
+int8 weight-only); torch.ao (the deprecated torch.ao.quantization.quantize_dynamic that int8 replaced,
+kept here only as the reference it is measured against); 8bit and nf4 (bitsandbytes; transformers runs
+them on CPU, diffusers refuses them without a CUDA GPU); lora (fp32 + adapter); int8+lora (adapter
+merged, then torchao int8).
+
 Each row runs in a fresh process, so memory is not shared between rows. Columns:
-  weights_MB  bytes of the weights as held (int8: packed int8 weights + float biases/others)
+  weights_MB  bytes of the weights as held (int8: int8 data + scales + float biases/others)
   peak_MB     peak RSS during model load + inference minus the RSS before loading (sampled every 5 ms
               from /proc/self/statm; CPU RAM; on CUDA also torch.cuda.max_memory_allocated in cuda_MB)
   s/image     mean wall time per image after one warm-up image
   quality     captioner: mean word agreement with the fp32 caption (Jaccard, 1 = same words);
               inpainter: mean squared error vs the fp32 output, 0..255 scale, generated pixels only
-Rows that cannot run here say why (bitsandbytes rows need a CUDA GPU).
+              (LoRA rows are compared with fp32 too: they are meant to differ)
+Rows that cannot run here say "not run" and why.
 With tiny random models the quality column measures numerical drift, not caption or image quality.
 """
 
@@ -30,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("fp32", "int8", "8bit", "nf4", "lora")
+VARIANTS = ("fp32", "int8", "int8wo", "torch.ao", "8bit", "nf4", "lora", "int8+lora")
 
 
 class PeakRss:
@@ -76,32 +84,46 @@ def _key_mask(image: np.ndarray) -> np.ndarray:
     return SaliencySplitter().split(image)
 
 
+def _torch_ao_int8(module):
+    """The deprecated torch.ao dynamic int8 of every Linear (what quantization="int8" used before torchao)."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(module.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+
+
 def run_row(component: str, variant: str, args) -> dict:
     """In a fresh process: load one variant, run it on every image, return measurements + outputs."""
     import torch
 
     from semcom.codec import registry
+    from semcom.codec.describe.blip import blank_key_region
     from semcom.codec.lightweight_hf import model_weight_bytes
 
     images = _images(args.images, args.limit)
     masks = [_key_mask(im) for im in images]
     rss = PeakRss().__enter__()
-    quantization = "fp32" if variant == "lora" else variant
+    quantization = {"torch.ao": "fp32", "lora": "fp32", "int8+lora": "int8"}.get(variant, variant)
+    lora = variant.endswith("lora")
     if component == "captioner":
         options = {"model": args.captioner, "device": args.device, "max_new_tokens": args.max_new_tokens,
                    "quantization": quantization}
-        if variant == "lora":
+        if lora:
             options["lora_path"] = args.captioner_lora
         backend = registry.create("describe", "blip", **options)
+        if variant == "torch.ao":
+            backend.model = _torch_ao_int8(backend.model)
         weights = model_weight_bytes(backend.model)
-        run = lambda im, m: backend.caption(__import__("semcom.codec.describe.blip", fromlist=["x"])  # noqa: E731
-                                            .blank_key_region(im, m, "grey"))
+        run = lambda im, m: backend.caption(blank_key_region(im, m, "grey"))  # noqa: E731
     else:
         options = {"model": args.inpainter, "device": args.device, "steps": args.steps,
                    "max_side_px": args.max_side, "quantization": quantization}
-        if variant == "lora":
+        if lora:
             options["lora_path"] = args.inpainter_lora
         backend = registry.create("generate", "sd-inpaint", **options)
+        if variant == "torch.ao":
+            backend.pipe.unet = _torch_ao_int8(backend.pipe.unet)
+            backend.pipe.text_encoder = _torch_ao_int8(backend.pipe.text_encoder)
         weights = sum(model_weight_bytes(m) for m in (backend.pipe.unet, backend.pipe.text_encoder, backend.pipe.vae))
         run = lambda im, m: backend.generate("a photo", im, m.astype(np.float32), seed=0)  # noqa: E731
     run(images[0], masks[0])                                   # warm-up
@@ -145,19 +167,17 @@ def _child(component: str, variant: str, args) -> dict:
     if result.returncode != 0 or not lines:
         tail = (result.stderr.strip().splitlines() or ["failed"])[-1]
         if "NeedsCuda" in tail:
-            return {"error": "needs CUDA (bitsandbytes loading; no CUDA GPU here)"}
-        return {"error": tail.split(": ", 1)[-1][:110]}
+            return {"error": "not run (needs CUDA): diffusers refuses bitsandbytes without a CUDA GPU"}
+        return {"error": "not run: " + tail.split(": ", 1)[-1][:110]}
     return json.loads(lines[-1])
 
 
 def _make_tiny_loras(args) -> None:
     """Short LoRA runs on the tiny models (so the LoRA row has an adapter that changes the output)."""
-    from semcom.finetune import image_files, load_captions, train_captioner_lora, train_unet_lora
-    from semcom.paths import data_dir
+    from semcom.finetune import train_captioner_lora, train_unet_lora, training_photos
 
-    files = image_files(args.images or data_dir() / "photos")[:args.limit]
-    captions = load_captions(files, None, None) if (files[0].parent / "captions.json").exists() \
-        else ["a photo of a scene"] * len(files)
+    files = training_photos()              # never the evaluation photos (PHOTOS.md), whatever --images says
+    captions = ["a photo of a scene"] * len(files)
     if not args.captioner_lora:
         args.captioner_lora = str(Path(args.work) / "captioner-lora.safetensors")
         train_captioner_lora(args.captioner, files, captions, args.captioner_lora, steps=20, lr=2e-2)
@@ -204,19 +224,19 @@ def main(argv=None) -> int:
         if value is not None:
             args.passthrough += [f"--{name.replace('_', '-')}", str(value)]
     print(f"device={args.device}  images={args.limit}  captioner={args.captioner}  inpainter={args.inpainter}")
-    print(f"{'component':<10} {'variant':<6} {'weights_MB':>10} {'peak_MB':>8} {'s/image':>8}  quality")
+    print(f"{'component':<10} {'variant':<9} {'weights_MB':>10} {'peak_MB':>8} {'s/image':>8}  quality")
     for component in args.components.split(","):
         reference = None
         for variant in VARIANTS:
             row = _child(component, variant, args)
             if "error" in row:
-                print(f"{component:<10} {variant:<6} {'-':>10} {'-':>8} {'-':>8}  {row['error']}")
+                print(f"{component:<10} {variant:<9} {'-':>10} {'-':>8} {'-':>8}  {row['error']}")
                 continue
             if variant == "fp32":
                 reference = row
             quality = _quality(component, row, reference, args) if reference else "-"
             extra = f"  cuda_MB {row['cuda_MB']:.0f}" if "cuda_MB" in row else ""
-            print(f"{component:<10} {variant:<6} {row['weights_MB']:>10.3f} {row['peak_MB']:>8.1f} "
+            print(f"{component:<10} {variant:<9} {row['weights_MB']:>10.3f} {row['peak_MB']:>8.1f} "
                   f"{row['s_per_image']:>8.3f}  {quality}{extra}", flush=True)
     return 0
 

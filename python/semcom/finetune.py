@@ -19,6 +19,17 @@ CAPTIONER_TARGETS = ("query", "value")                      # BLIP text decoder 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
+# Bundled photos that may train (/work/shared/PHOTOS.md): chelsea and coffee belong to the evaluation set.
+TRAINING_PHOTOS = ("astronaut", "rocket")
+
+
+def training_photos() -> list[Path]:
+    """The bundled photos a default ``semcom finetune`` run may train on."""
+    from semcom.paths import bundled_photos
+
+    return [p for p in bundled_photos() if p.stem in TRAINING_PHOTOS]
+
+
 def image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -183,7 +194,8 @@ def train_unet_lora(model: str, files: list[Path], captions: list[str], out: str
 def add_finetune_parser(commands) -> None:
     """Register ``semcom finetune`` on the CLI's subparsers."""
     p = commands.add_parser("finetune", help="train a LoRA adapter for the captioner or the inpainting UNet")
-    p.add_argument("--images", help="folder of training images (default: the bundled photos)")
+    p.add_argument("--images", help="folder of training images (default: the bundled astronaut and rocket photos, "
+                                    "which may train; chelsea and coffee are kept for evaluation)")
     p.add_argument("--captions", help="JSON {file name: caption} (default: <images>/captions.json, then <image>.txt)")
     p.add_argument("--target", choices=("captioner", "unet"), default="captioner")
     p.add_argument("--model", help="base model id or directory (captioner: BLIP; unet: SD inpainting pipeline)")
@@ -206,7 +218,6 @@ def add_finetune_parser(commands) -> None:
 
 def cmd_finetune(args) -> int:
     from semcom.codec.hf import torch_device
-    from semcom.paths import data_dir
 
     device = torch_device(args.device)
     if args.steps < 1:
@@ -221,7 +232,7 @@ def cmd_finetune(args) -> int:
         size = 64 if args.size == 512 else args.size
     if not model:
         raise ValueError("give --model (a hub id or directory) or --tiny")
-    files = image_files(args.images or data_dir() / "photos")
+    files = image_files(args.images) if args.images else training_photos()
     captioner = None
     if captioner_model or args.target == "captioner":
         from semcom.codec.describe.blip import CaptionDescriber

@@ -29,6 +29,7 @@ from semcom.codec.lightweight_hf import (  # noqa: F401
 from semcom.codec.lightweight_int8 import (  # noqa: F401
     Int8WeightStorage,
     count_dynamic_quantized,
+    count_static_int8_convs,
     parameter_bytes,
     quantize_conv_static_int8,
     quantize_dynamic_int8,

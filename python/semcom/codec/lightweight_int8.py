@@ -6,10 +6,13 @@ Three tools, each saying what it covers:
   of every ``nn.Linear`` (torchao succeeds the deprecated ``torch.ao.quantization.quantize_dynamic``).
   torchao has no int8 kernels for ``Conv2d``/``ConvTranspose2d`` either, so for an all-convolutional model
   such as the learned key codec it changes nothing (``count_dynamic_quantized`` tells how many it took).
-- ``quantize_conv_static_int8(model, calibration)``: eager-mode static int8 (fbgemm/x86) of every
-  ``Conv2d`` and ``ConvTranspose2d``: int8 weights *and* int8 convolution arithmetic, with a
-  quantize/dequantize pair around each convolution, so non-quantizable layers between them (GDN,
-  which needs square roots) keep running in float. Activation ranges come from ``calibration``.
+- ``quantize_conv_static_int8(model, calibration)``: torchao PT2E static int8 (the x86 quantizer) of the
+  ``Conv2d`` layers: int8 per-channel weights and int8 per-tensor activations with ranges observed by
+  ``calibration``, as quantize/dequantize pairs around each convolution in an exported graph, so GDN
+  (square roots) stays float. torchao's x86 quantizer leaves ``ConvTranspose2d`` in float. In eager
+  mode the int8 numerics are simulated around float kernels (as accurate as int8 deployment, not
+  faster); int8 kernels come from lowering the graph with ``torch.compile`` (torchao's
+  ``lower_pt2e_quantized_to_x86``), which is not done here.
 - ``Int8WeightStorage``: per-output-channel symmetric int8 storage of convolution weights
   (a quarter of fp32), dequantized to fp32 on load; arithmetic stays fp32, so latency is unchanged
   and only the file shrinks.
@@ -41,50 +44,63 @@ def count_dynamic_quantized(model: nn.Module) -> int:
                if type(getattr(m, "weight", None)).__module__.startswith("torchao."))
 
 
-class _QuantizedConv(nn.Module):
-    """float -> quint8 -> int8 conv -> float; a drop-in for one float convolution."""
-
-    def __init__(self, conv: nn.Module):
-        super().__init__()
-        from torch.ao.quantization import DeQuantStub, QuantStub
-
-        self.quant, self.conv, self.dequant = QuantStub(), conv, DeQuantStub()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dequant(self.conv(self.quant(x)))
-
-
-def _wrap_convs(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, _CONVS):
-            setattr(module, name, _QuantizedConv(child))
-        else:
-            _wrap_convs(child)
+def _children_with_convs(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: child for name, child in model.named_children()
+            if any(isinstance(m, _CONVS) for m in child.modules())}
 
 
 def quantize_conv_static_int8(model: nn.Module, calibration: Callable[[nn.Module], None]) -> nn.Module:
-    """A copy of ``model`` whose convolutions run in int8 (x86 fbgemm backend).
+    """A copy of ``model`` whose direct children that hold convolutions are torchao PT2E static-int8
+    graphs (see the module docstring).
 
-    ``calibration(prepared_model)`` must run a few representative forward passes so that observers
-    see the activation ranges. Weights of Conv2d are quantized per output channel, those of
-    ConvTranspose2d per tensor (the only scheme PyTorch supports for them).
+    ``calibration(model)`` must run a few representative forward passes. It runs twice: once on a float
+    copy to capture each child's example input (the child is exported with dynamic batch, height and
+    width), then on the prepared copy so that observers see the activation ranges.
     """
-    from torch.ao import quantization as tq
+    from semcom.codec.lightweight_hf import import_torchao_quantization
 
-    torch.backends.quantized.engine = "fbgemm"
+    import_torchao_quantization()          # quiet import of torchao first
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
     q = copy.deepcopy(model).eval()
-    _wrap_convs(q)
-    conv_qconfig = tq.get_default_qconfig("fbgemm")
-    deconv_qconfig = tq.QConfig(activation=conv_qconfig.activation,
-                                weight=tq.default_weight_observer)        # per-tensor
-    for m in q.modules():
-        if isinstance(m, _QuantizedConv):
-            m.qconfig = deconv_qconfig if isinstance(m.conv, nn.ConvTranspose2d) else conv_qconfig
-    tq.prepare(q, inplace=True)
+    parts = _children_with_convs(q)
+    examples: dict[str, tuple] = {}
+    hooks = [child.register_forward_pre_hook(lambda _m, args, name=name: examples.setdefault(name, args))
+             for name, child in parts.items()]
     with torch.inference_mode():
         calibration(q)
-    tq.convert(q, inplace=True)
+    for hook in hooks:
+        hook.remove()
+    missing = sorted(set(parts) - set(examples))
+    if missing:
+        raise ValueError(f"calibration never ran {missing}: they cannot be calibrated")
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    for name, child in parts.items():
+        example = tuple(a.detach().clone() for a in examples[name])
+        dims = tuple({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+                     if a.dim() == 4 else None for a in example)
+        exported = torch.export.export(child, example, dynamic_shapes=dims).module()
+        setattr(q, name, prepare_pt2e(exported, quantizer))
+    with torch.no_grad():
+        calibration(q)
+    for name in parts:
+        setattr(q, name, convert_pt2e(getattr(q, name)))
     return q
+
+
+def count_static_int8_convs(model: nn.Module) -> int:
+    """How many convolutions of ``model`` read an int8 (dequantized per-channel) weight."""
+    count = 0
+    for module in model.modules():
+        graph = getattr(module, "graph", None)
+        if not isinstance(module, torch.fx.GraphModule) or graph is None:
+            continue
+        for node in graph.nodes:
+            if node.op == "call_function" and "conv" in str(node.target) and len(node.args) > 1 \
+                    and "dequantize_per_channel" in str(getattr(node.args[1], "target", "")):
+                count += 1
+    return count
 
 
 class Int8WeightStorage:

@@ -27,14 +27,15 @@ _SAME_CLASS_SHARE = 0.3
 _CENTRE_WEIGHT = 0.5
 
 
-def _segmentation_model(model: str, device: str):
+def _segmentation_model(model: str, device: str, revision: str | None = None):
     """(image processor, model) trying the auto classes the image-segmentation pipeline knows."""
     transformers = require("transformers")
     # transformers 5.x exports a torchvision-only placeholder as ``transformers.AutoImageProcessor``
     # when torchvision is absent; the class in its own module picks the PIL backend then.
     from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
-    processor = load_pretrained(AutoImageProcessor.from_pretrained, model, what="segmentation processor")
+    pinned = {"revision": revision} if revision else {}
+    processor = load_pretrained(AutoImageProcessor.from_pretrained, model, what="segmentation processor", **pinned)
     errors = []
     for auto in ("AutoModelForUniversalSegmentation", "AutoModelForImageSegmentation",
                  "AutoModelForSemanticSegmentation", "AutoModelForInstanceSegmentation"):
@@ -42,7 +43,8 @@ def _segmentation_model(model: str, device: str):
         if cls is None:
             continue
         try:
-            return processor, load_pretrained(cls.from_pretrained, model, what="segmentation model").to(device).eval()
+            net = load_pretrained(cls.from_pretrained, model, what="segmentation model", **pinned)
+            return processor, net.to(device).eval()
         except ValueError as exc:       # "Unrecognized configuration class" for this auto class: try the next
             errors.append(f"{auto}: {str(exc).splitlines()[0][:120]}")
     raise ValueError(f"{model}: not a segmentation model transformers knows ({'; '.join(errors)})")
@@ -91,12 +93,12 @@ class HFSegmentationSplitter:
     ``model``: hub id or local directory; ``labels``: class names that make the key (e.g. ["person"]);
     ``subtask``: "panoptic" / "instance" / "semantic" or None (the model's best); ``threshold``: segment
     score threshold; ``fallback``: "saliency" (the built-in splitter, with a warning) or "none" (an empty
-    key mask) when no segment qualifies.
+    key mask) when no segment qualifies. ``revision``: the hub commit to load (pin it).
     """
 
     def __init__(self, model: str = "facebook/mask2former-swin-tiny-coco-panoptic", labels: list[str] | None = None,
                  device: str = "cpu", subtask: str | None = None, threshold: float = 0.5,
-                 min_area_share: float = 0.01, fallback: str = "saliency"):
+                 min_area_share: float = 0.01, fallback: str = "saliency", revision: str | None = None):
         if fallback not in ("saliency", "none"):
             raise ValueError(f"fallback must be 'saliency' or 'none', got {fallback!r}")
         if subtask not in (None, "panoptic", "instance", "semantic"):
@@ -106,7 +108,7 @@ class HFSegmentationSplitter:
         self.subtask, self.threshold, self.min_area_share, self.fallback = subtask, float(threshold), \
             float(min_area_share), fallback
         transformers = require("transformers")
-        processor, net = _segmentation_model(model, self.device)
+        processor, net = _segmentation_model(model, self.device, revision)
         self.segmenter = transformers.pipeline("image-segmentation", model=net, image_processor=processor,
                                                device=self.device)
 
