@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -581,3 +582,13 @@ def test_captioner_training_predicts_the_first_word_from_the_generation_start(ti
         start = torch.tensor([[net.config.text_config.bos_token_id]])
         generation = net(pixel_values=batch["pixel_values"], input_ids=start).logits[0, 0]
     torch.testing.assert_close(teacher, generation)
+
+
+def test_gpu_preset_pins_a_hub_revision_for_each_pinned_model():
+    """A hub repo can change under the same id: the GPU preset loads fixed commits (Mask2Former has
+    no known commit hash and is documented as not pinned)."""
+    import re
+
+    config = PipelineConfig.from_file(Path(__file__).resolve().parents[1] / "gr-semcom/presets/hf_gpu.yaml")
+    for options in (config.key_options, config.describe_options, config.generate_options):
+        assert re.fullmatch(r"[0-9a-f]{40}", options["revision"]), options
