@@ -109,3 +109,41 @@ def test_deblocking_leaves_picture_edges_on_a_border_alone():
     image[:, 64:] = 200
     out = deblock_tile_borders(image, np.ones((64, 128), bool), tile_px=64)
     np.testing.assert_array_equal(out, image)
+
+
+# --- masks that follow objects ------------------------------------------------------------------
+
+def _disc_on_texture(ring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A 192x256 scene: an orange disc (or ring) on green grain, and its true outline."""
+    rng = np.random.default_rng(3)
+    image = np.clip(rng.normal((40, 110, 60), 12, (192, 256, 3)), 0, 255).astype(np.uint8)
+    ys, xs = np.mgrid[0:192, 0:256]
+    radius = np.hypot(ys - 100, xs - 150)
+    disc = radius <= 50
+    paint = disc & (radius >= 22) if ring else disc
+    image[paint] = np.clip(rng.normal((235, 150, 60), 10, (int(paint.sum()), 3)), 0, 255).astype(np.uint8)
+    return image, disc
+
+
+def test_saliency_masks_follow_the_object_with_no_holes():
+    from semcom.codec.regions.saliency import SaliencySplitter
+
+    image, disc = _disc_on_texture(ring=True)
+    refined, blob = SaliencySplitter().split(image), SaliencySplitter(refine=False).split(image)
+    iou = lambda m: (m & disc).sum() / (m | disc).sum()  # noqa: E731
+    assert iou(refined) > 0.85 and iou(refined) > iou(blob) + 0.1, (iou(refined), iou(blob))
+    assert refined[100, 150], "the ring's hole is part of the object"
+
+
+@pytest.mark.parametrize("source", ["crop", "disc", "flat"])
+def test_saliency_masks_have_no_holes_and_keep_their_share_bounds(crop, source):
+    from scipy import ndimage
+
+    from semcom.codec.regions.saliency import MAX_KEY_SHARE, MIN_KEY_SHARE, SaliencySplitter
+
+    image = {"crop": crop, "disc": _disc_on_texture()[0], "flat": np.full((96, 128, 3), 90, np.uint8)}[source]
+    mask = SaliencySplitter().split(image)
+    assert mask.shape == image.shape[:2] and mask.dtype == bool
+    np.testing.assert_array_equal(mask, ndimage.binary_fill_holes(mask))
+    assert MIN_KEY_SHARE <= mask.mean() <= MAX_KEY_SHARE
+    assert ndimage.label(mask)[1] <= 3
