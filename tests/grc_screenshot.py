@@ -99,6 +99,22 @@ def run_and_capture(command: list[str], marker: str, out: Path, timeout_s: float
     return "".join(lines)
 
 
+# One QApplication for the whole process, and every QT GUI top block run here, kept until the process
+# ends (as a generated QT GUI script keeps its own): Qt widgets outliving their QApplication, or a top
+# window deleted while gr-qtgui sinks still own their widgets, crash the interpreter at a later collection.
+_KEPT: list = []
+
+
+def qt_application():
+    """The process's QApplication (created offscreen when there is none)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5 import Qt
+
+    if not _KEPT:
+        _KEPT.append(Qt.QApplication.instance() or Qt.QApplication(["semcom-tests"]))
+    return _KEPT[0]
+
+
 def run_qt_flowgraph(script: Path, images: int, timeout_s: float, size: tuple[int, int] = (1200, 1000)):
     """Start the QT GUI top block of a grcc script and run Qt's event loop until every semcom image
     sink in it showed ``images`` images. Returns (top block, its image sinks, the window as QImage);
@@ -112,8 +128,9 @@ def run_qt_flowgraph(script: Path, images: int, timeout_s: float, size: tuple[in
     spec = importlib.util.spec_from_file_location(f"semcom_flowgraph_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app = Qt.QApplication.instance() or Qt.QApplication([script.name])
+    app = qt_application()
     tb = getattr(module, script.stem)()
+    _KEPT.append(tb)
     sinks = [v for v in vars(tb).values() if isinstance(v, image_sink)]
     if not sinks:
         raise ValueError(f"{script} has no semcom image sink")

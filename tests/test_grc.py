@@ -20,8 +20,9 @@ import numpy as np
 import pmt
 import pytest
 import yaml
-from PIL import Image
 from gnuradio import gr
+from grc_screenshot import qt_application, run_qt_flowgraph
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 GRC_DIR = REPO / "grc"
@@ -58,9 +59,7 @@ def make_callable(block: dict):
 @pytest.fixture(scope="module")
 def qt_app():
     """QT GUI blocks need a QApplication, as in a generated QT GUI flowgraph (offscreen: no display)."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PyQt5 import Qt
-    return Qt.QApplication.instance() or Qt.QApplication(["test_grc"])
+    return qt_application()
 
 
 def ports(block: dict, direction: str, domain: str) -> list[dict]:
@@ -317,9 +316,6 @@ def test_semcom_grc_says_what_is_missing_without_a_display():
 def test_gui_loopback_shows_received_images_and_the_slider_sets_the_channel(qt_app):
     """loopback_gui.py as GRC runs it: the image sink displays a received image with its figures, and
     moving the SNR slider changes the channel model's noise while the flowgraph runs."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from grc_screenshot import run_qt_flowgraph
-
     from semcom.radio.packet import noise_voltage_for_snr
 
     tb, sinks, window = run_qt_flowgraph(GUI_EXAMPLE_PY, images=1, timeout_s=RUN_TIMEOUT_S + 45)

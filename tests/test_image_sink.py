@@ -3,12 +3,12 @@ never wait for the screen (the widget changes only when the Qt GUI thread runs i
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 import pmt
 import pytest
+from grc_screenshot import qt_application
 
 from semcom.codec.frame import SemanticFrame, Segment, parse_pdu
 from semcom.codec.imageio import save_png
@@ -19,9 +19,8 @@ HEIGHT, WIDTH, MASK_BLOCK_PX = 64, 96, 8
 
 @pytest.fixture(scope="module")
 def qt_app():
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PyQt5 import Qt
-    return Qt.QApplication.instance() or Qt.QApplication(["test_image_sink"])
+    """QT GUI blocks need a QApplication, as in a generated QT GUI flowgraph (offscreen: no display)."""
+    return qt_application()
 
 
 def frame_with_key_block() -> SemanticFrame:
