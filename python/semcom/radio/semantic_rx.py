@@ -44,8 +44,10 @@ class semantic_rx(gr.basic_block):
     dropped with its image (``frames_too_large``). Decoding runs on one thread fed by a queue of at
     most ``max_queued_frames`` frames; when a frame arrives and the queue is full, the OLDEST waiting
     frame is dropped and counted (``frames_dropped_overload``): on a live link the newest image
-    matters most, and a burst of forged frames ahead of a genuine one is shed first. Memory is
-    bounded by the assembler's limits plus (1 + ``max_queued_frames``) frames of ``max_pixels``.
+    matters most, and a burst of forged frames ahead of a genuine one is shed first (one behind it
+    pushes it out: nothing tells a well-formed forged frame from a real one). Memory is bounded by the
+    assembler's limits, ``max_queued_frames`` waiting frames (their PDU payloads) and one decode of at
+    most ``max_pixels`` (about 156 MB at 1920x1080, ``benchmarks/flood.py``).
     """
 
     def __init__(self, output_path: str = "", config: PipelineConfig | str | None = None,
