@@ -5,8 +5,9 @@
 
 Variants:
   fp32            the shipped model (fp16 on disk, fp32 in memory)
-  int8 dynamic    torch.ao quantize_dynamic on Linear layers: the codec has none, so nothing changes
-  int8 static     int8 Conv2d/ConvTranspose2d arithmetic (fbgemm), GDN in float; calibrated on
+  int8 dynamic    torchao int8 of Linear layers: the codec has none, so nothing changes
+  int8 static     torchao PT2E static int8 of the Conv2d layers (simulated in eager), GDN and
+                  ConvTranspose2d in float; calibrated on
                   training-photo crops (astronaut, rocket), never on the held-out tiles
   int8 storage    per-channel int8 conv weights dequantized to fp32 on load (size only)
 Tiles: every full 64x64 tile of held-out chelsea + coffee. Latency = analysis + synthesis network time
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("fp32", fp32, parameter_bytes(fp32), "-"),
             ("int8 dynamic (Linear)", dynamic, parameter_bytes(dynamic),
              f"{count_dynamic_quantized(dynamic)} layers quantized"),
-            ("int8 static (convs)", static, parameter_bytes(static), "int8 conv arithmetic, GDN float"),
+            ("int8 static (convs)", static, parameter_bytes(static), "int8 Conv2d (PT2E, simulated), GDN float"),
             ("int8 storage", stored, storage.nbytes, "fp32 arithmetic")]
     base = None
     print(f"Learned key codec, quality {args.quality}, {len(tiles)} held-out 64x64 tiles, 1 thread")
