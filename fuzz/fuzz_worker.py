@@ -44,7 +44,7 @@ from semcom.paths import data_path
 
 MAX_FRAMES = 8
 REPLY_TIMEOUT_MS = 20_000
-FUZZ_MAX_PIXELS = 96 * 128           # the seed crop; bigger forged images are refused by the budget
+FUZZ_MAX_PIXELS = 48 * 64            # the seed crop; bigger forged images are refused by the budget
 FUZZ_MAX_REQUEST_BYTES = 256 * 1024
 
 inputs_tried = 0
@@ -87,7 +87,7 @@ def _request(**fields) -> bytes:
 
 
 def seed_inputs() -> list[bytes]:
-    crop = load_image(data_path("photos", "chelsea.png"))[100:196, 150:278]
+    crop = load_image(data_path("photos", "chelsea.png"))[120:168, 180:244]
     frame = SemanticEncoder().encode(crop, image_id=1).frame.to_bytes()
     png = save_png(crop)
     return [pack_frames(f) for f in (

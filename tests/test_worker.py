@@ -304,10 +304,10 @@ def test_stalled_connections_hold_little_memory_and_are_dropped_at_the_idle_time
         held_mb = (process.memory_info().rss - rest) / 1e6
         print(f"8 stalled peers: {held_mb:.1f} MB held beyond rest, {worker.peers} connections")
         assert held_mb < 100
-        assert all(closed_by_peer(sock, within_s=idle_s + 3) for sock in stalled)
+        assert all(closed_by_peer(sock, within_s=idle_s + 8) for sock in stalled)
         dropped_after_s = time.monotonic() - started
         print(f"dropped after {dropped_after_s:.2f} s (idle timeout {idle_s} s)")
-        assert idle_s * 0.5 <= dropped_after_s < idle_s + 3
+        assert idle_s * 0.5 <= dropped_after_s < idle_s + 8         # margin for a loaded machine
         assert ping_ok(worker.bound_endpoint)
         for sock in big + stalled:
             sock.close()
