@@ -4,8 +4,9 @@
     python benchmarks/latency.py [--repeats 3] [--config preset.json]
 
 Stages are timed by wrapping the backends the pipeline built (nothing is re-implemented here):
-encode = regions | key (tile coding) | describe | text (compression) | frame (the rest: masks, PDUs);
-decode = key (tile decoding) | text | generate | frame (the rest: blending, bookkeeping). Median of the repeats.
+encode = regions | key (tile coding) | describe | text (compression) | sketch (thumbnail coding) | frame (the
+rest: masks, PDUs); decode = key (tile decoding) | text | generate (the sketch's super-resolution included) |
+frame (the rest: sketch decoding, blending, bookkeeping); "enc+dec" is the sum of the totals. Median of the repeats.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class _Timed:
         return timed
 
 
-ENCODE_STAGES = ("regions", "key", "describe", "text")
+ENCODE_STAGES = ("regions", "key", "describe", "text", "sketch")
 DECODE_STAGES = ("key", "text", "generate")
 
 
@@ -59,6 +60,7 @@ def measure(image: np.ndarray, config: PipelineConfig) -> tuple[dict, dict]:
     encoder.key_codec = _Timed(encoder.key_codec, "key", enc_clock, ("encode_tile", "encode_tiles"))
     encoder.describer = _Timed(encoder.describer, "describe", enc_clock, ("describe",))
     encoder.text_codec = _Timed(encoder.text_codec, "text", enc_clock, ("compress",))
+    encoder._sketch = _Timed(encoder, "sketch", enc_clock, ("_sketch",))._sketch
     started = time.perf_counter()
     encoded = encoder.encode(image)
     encoded.to_pdus(config.pdu_bytes)
@@ -88,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     measure(load_image(bundled_photos()[0]), config)            # warm-up: imports, model loads
     enc_cols = ENCODE_STAGES + ("frame", "total")
     dec_cols = DECODE_STAGES + ("frame", "total")
+    both = "enc+dec"
     print(f"Machine: {machine()}; pipeline: regions={config.regions} key={config.key} "
-          f"describe={config.describe} text={config.text} generate={config.generate}; "
+          f"describe={config.describe} text={config.text} generate={config.generate} "
+          f"{config.generate_options or ''} sketch_budget={config.sketch_budget}; "
           f"median of {args.repeats} runs, milliseconds\n")
-    header = ["image", "size"] + [f"enc {c}" for c in enc_cols] + [f"dec {c}" for c in dec_cols]
+    header = ["image", "size"] + [f"enc {c}" for c in enc_cols] + [f"dec {c}" for c in dec_cols] + [both]
     print("| " + " | ".join(header) + " |")
     print("|---|---|" + "---:|" * (len(header) - 2))
     for path in bundled_photos():
@@ -99,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure(image, config) for _ in range(args.repeats)]
         enc = {c: 1000 * np.median([r[0].get(c, 0.0) for r in runs]) for c in enc_cols}
         dec = {c: 1000 * np.median([r[1].get(c, 0.0) for r in runs]) for c in dec_cols}
+        total = 1000 * np.median([r[0]["total"] + r[1]["total"] for r in runs])
         cells = [path.name, f"{image.shape[1]}x{image.shape[0]}"] + [f"{enc[c]:.1f}" for c in enc_cols] + \
-            [f"{dec[c]:.1f}" for c in dec_cols]
+            [f"{dec[c]:.1f}" for c in dec_cols] + [f"{total:.1f}"]
         print("| " + " | ".join(cells) + " |")
     return 0
 
