@@ -24,7 +24,7 @@ def test_bundled_photos_at_20_db_key_region_faithful_and_far_cheaper_than_jpeg(p
 
 
 def test_low_snr_still_gives_an_image_with_the_lost_parts_generated(chelsea):
-    """At 5 dB about a quarter of the 1000-byte PDUs fail their CRC (gr-semcom/presets/per_table_*.json).
+    """At 5 dB about a quarter of the 1000-byte PDUs fail their CRC (gr-semcom/per_table.json, qpsk-r12).
     Over a few noise seeds, a run that lost packets but kept a header copy must still give an image,
     with the lost tiles generated and the loss reported."""
     clean = run_loopback(chelsea, LinkConfig(snr_db=20)).reconstruction

@@ -1,146 +1,184 @@
 """PDU channels for the evaluation: the real GNU Radio flowgraph, and a fast equivalent measured from it.
 
-``measure_per`` sends many PDUs of a few lengths through one long-running ``packet_tx ->
-channel_model -> packet_rx`` flowgraph per SNR and records which came back (CRC passed): a packet
-error rate table, PER(length, SNR), saved as JSON. ``FastChannel`` then drops each PDU with the
-table's probability (seeded numpy generator), which is what the flowgraph does to a PDU of that
-length at that SNR, without running it. ``FlowgraphChannel`` runs the flowgraph for every
-transmission. ``tests/test_eval.py`` checks that the two agree on PER.
+``measure_per_table`` sends PDUs of two lengths through one ``packet_tx -> channel_model -> packet_rx``
+flowgraph run per (MCS, SNR) and records which came back (CRC passed): a packet error rate table,
+PER(MCS, length, SNR), for every row of ``semcom.radio.mcs.MCS_TABLE`` at 0.5 dB steps. Points on the
+steep part of a curve get at least ``PER_STEEP_PDUS`` PDUs per length. The table ships as
+``gr-semcom/per_table.json`` and carries a hash of the PHY's source: a table measured on another modem
+is stale, and loading it fails with the command that regenerates it (``python scripts/measure_per_table.py``)
+instead of silently measuring again.
+
+``FastChannel`` drops each PDU with the table's probability (seeded numpy generator), which is what the
+flowgraph does to a PDU of that length at that SNR, without running it. ``FlowgraphChannel`` runs the
+flowgraph for every transmission. ``tests/test_eval.py`` checks that the two agree where the curve is steep.
+
+Between the two measured lengths the PER follows a header-plus-per-byte model: -ln(1 - PER) is linear in
+the PDU length (a fixed chance to lose the burst, then independent byte errors); in SNR it is linear.
 
 Rayleigh block fading (``fading="rayleigh"``): every PDU gets its own power gain g ~ Exp(1) (a complex
-Gaussian amplitude, constant over the burst), i.e. a per-packet SNR of ``snr_db + 10 log10 g``. The
-receiver's correlator uses an absolute threshold that assumes unit gain, so we model an ideal AGC:
-the burst is normalised and only its SNR changes. The PDU is then dropped with the AWGN PER at its
-own SNR. This is the AWGN table averaged over the per-packet SNR distribution, drawn packet by packet.
-The flowgraph mode carries AWGN only.
+Gaussian amplitude, constant over the burst), i.e. a per-packet SNR of ``snr_db + 10 log10 g``, with an
+ideal AGC (the burst is normalised and only its SNR changes); the PDU is dropped with the AWGN PER at its
+own SNR. The flowgraph mode carries AWGN only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-# PDU lengths (bytes) the PER is measured at; between them PER is interpolated linearly in length.
-# They span what the schemes send: header/text PDUs (30-80 bytes), tails of segments, full 1000-byte PDUs.
-PER_LENGTHS = (48, 250, 1000)
-PER_SNR_GRID_DB = tuple(float(s) for s in range(-8, 21))     # beyond it PER is held at the edge values
-PER_PDUS_PER_POINT = 120
+# PDU lengths (bytes) the PER is measured at: a short header/text PDU and a full 1000-byte key or file PDU
+# (PipelineConfig.pdu_bytes); between and beyond them the header-plus-per-byte model interpolates.
+PER_LENGTHS = (64, 1000)
+PER_SNR_GRID_DB = tuple(round(-5.0 + 0.5 * i, 1) for i in range(61))     # -5 .. 25 dB
+PER_COARSE_PDUS = 40          # per length, every point
+PER_STEEP_PDUS = 1000         # per length, where the coarse pass saw both losses and deliveries (and 1 dB around)
+PER_TABLE_NAME = "per_table.json"
+REGENERATE_COMMAND = "python scripts/measure_per_table.py"
+# The PHY's behaviour is the code of these modules plus the PhyConfig values recorded in the table.
+PHY_SOURCES = ("radio/packet.py", "radio/pdu_link.py")
 FADINGS = ("awgn", "rayleigh")
 CHANNEL_MODES = ("fast", "flowgraph")
 _SEQUENCE_BYTES = 4
+_MAX_SURVIVAL_EXPONENT = 30.0      # -ln(1 - PER) at PER = 1
+
+
+class StalePerTable(RuntimeError):
+    """The shipped PER table was measured on other PHY code or settings."""
+
+
+def phy_source_sha256() -> str:
+    """Hash of the PHY's source files: any change to the modem or the simulated link changes it."""
+    import semcom
+
+    root = Path(semcom.__file__).parent
+    digest = hashlib.sha256()
+    for name in PHY_SOURCES:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def phy_settings(phy) -> dict:
+    """The PhyConfig fields that every MCS of the table shares (modulation and code vary per curve)."""
+    settings = asdict(phy)
+    settings.pop("modulation")
+    settings.pop("fec_code")
+    return settings
+
+
+@dataclass
+class PerCurve:
+    """One MCS: ``per[i][j]`` at ``snr_db[i]`` for PDUs of ``lengths[j]`` bytes, out of ``sent[i][j]`` PDUs."""
+
+    mcs: str
+    modulation: str
+    fec_code: str
+    lengths: list[int]
+    snr_db: list[float]
+    per: list[list[float]]
+    sent: list[list[int]]
+
+    def packet_error_rate(self, length: int, snr_db: float | np.ndarray) -> np.ndarray:
+        """PER of a ``length``-byte PDU at ``snr_db`` (scalar or array); held at the grid edges."""
+        per = np.clip(np.asarray(self.per, float), 0.0, 1.0)
+        exponent = np.minimum(-np.log(np.maximum(1.0 - per, 1e-300)), _MAX_SURVIVAL_EXPONENT)
+        (l0, l1), snrs = self.lengths, np.asarray(self.snr_db, float)
+        e0 = np.interp(snr_db, snrs, exponent[:, 0])
+        e1 = np.interp(snr_db, snrs, exponent[:, 1])
+        at_length = np.maximum(e0 + (e1 - e0) * (float(length) - l0) / (l1 - l0), 0.0)
+        return 1.0 - np.exp(-at_length)
 
 
 @dataclass
 class PerTable:
-    """Packet error rate of the real PHY: ``per[i][j]`` at ``snr_db[i]`` for PDUs of ``lengths[j]`` bytes."""
+    """PER curves of every MCS, measured on the flowgraph whose source hashes to ``phy_sha256``."""
 
+    phy_sha256: str
     phy: dict
-    lengths: list[int]
-    snr_db: list[float]
-    per: list[list[float]]
-    pdus_per_point: int
-    seed: int
+    curves: dict[str, PerCurve]
+    seed: int = 2024
     elapsed_s: float = 0.0
-    note: str = field(default="CRC-passed PDUs out of PDUs sent, one flowgraph run per SNR (semcom.eval.channel)")
+    command: str = REGENERATE_COMMAND
+    note: str = field(default="CRC-passed PDUs out of PDUs sent, one flowgraph run per (MCS, SNR) point")
 
-    def packet_error_rate(self, length: int, snr_db: float | np.ndarray) -> np.ndarray:
-        """PER of a ``length``-byte PDU at ``snr_db`` (scalar or array), interpolated; held at the grid edges."""
-        per = np.asarray(self.per, float)
-        snrs = np.asarray(self.snr_db, float)
-        lengths = np.asarray(self.lengths, float)
-        at_snr = np.stack([np.interp(snr_db, snrs, per[:, j]) for j in range(len(lengths))], axis=-1)
-        length = float(np.clip(length, lengths[0], lengths[-1]))
-        j = int(np.clip(np.searchsorted(lengths, length) - 1, 0, len(lengths) - 2))
-        t = (length - lengths[j]) / (lengths[j + 1] - lengths[j])
-        return (1 - t) * at_snr[..., j] + t * at_snr[..., j + 1]
+    def curve(self, mcs: str) -> PerCurve:
+        try:
+            return self.curves[mcs]
+        except KeyError:
+            raise KeyError(f"the PER table has no curve for MCS {mcs!r} (has {sorted(self.curves)}); "
+                           f"regenerate it: {REGENERATE_COMMAND}") from None
+
+    def packet_error_rate(self, mcs: str, length: int, snr_db: float | np.ndarray) -> np.ndarray:
+        return self.curve(mcs).packet_error_rate(length, snr_db)
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        data = asdict(self)
+        Path(path).write_text(json.dumps(data, indent=None, separators=(",", ":")).replace('},"', '},\n"') + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> PerTable:
-        return cls(**json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        data["curves"] = {name: PerCurve(**curve) for name, curve in data["curves"].items()}
+        return cls(**data)
 
-    def matches(self, phy) -> bool:
-        return self.phy == phy_description(phy)
+    def stale_reason(self, phy=None) -> str | None:
+        """Why this table does not describe the current PHY code (and ``phy``'s settings), or None."""
+        from semcom.radio.mcs import MCS_TABLE
+        from semcom.radio.pdu_link import PhyConfig
+
+        if self.phy_sha256 != phy_source_sha256():
+            return f"PHY source hash {phy_source_sha256()} differs from the table's {self.phy_sha256}"
+        if self.phy != phy_settings(phy or PhyConfig()):
+            return f"PHY settings {phy_settings(phy or PhyConfig())} differ from the table's {self.phy}"
+        for mcs in MCS_TABLE:
+            curve = self.curves.get(mcs.name)
+            if curve is None or (curve.modulation, curve.fec_code) != (mcs.modulation, mcs.fec_code):
+                return f"MCS {mcs.name} ({mcs.modulation}, {mcs.fec_code}) is not in the table as such"
+        return None
 
 
-def phy_description(phy) -> dict:
-    """The PHY config plus a hash of the modem's source: a table measured on another modem is stale."""
-    import hashlib
+def shipped_per_table_path() -> Path:
+    from semcom.paths import data_dir
 
-    from semcom.radio import packet
-
-    source = Path(packet.__file__).read_bytes()
-    return {**asdict(phy), "packet_py_sha256": hashlib.sha256(source).hexdigest()[:16]}
+    return data_dir() / PER_TABLE_NAME
 
 
-def _numbered_pdus(lengths: list[int], count: int, rng: np.random.Generator) -> list[bytes]:
+def shipped_per_table(phy=None) -> PerTable:
+    """The shipped table; StalePerTable (naming the command that regenerates it) if the PHY changed."""
+    path = shipped_per_table_path()
+    if not path.is_file():
+        raise StalePerTable(f"no PER table at {path}; measure it: {REGENERATE_COMMAND}")
+    table = PerTable.load(path)
+    reason = table.stale_reason(phy)
+    if reason:
+        raise StalePerTable(f"{path} is stale ({reason}); regenerate it: {REGENERATE_COMMAND}")
+    return table
+
+
+def numbered_pdus(lengths: list[int], count: int, rng: np.random.Generator) -> list[bytes]:
     """``count`` random PDUs per length, interleaved; each starts with a unique sequence number."""
     pdus = []
-    for i in range(count):
+    for _ in range(count):
         for length in lengths:
             seq = len(pdus).to_bytes(_SEQUENCE_BYTES, "big")
             pdus.append(seq + rng.integers(0, 256, length - _SEQUENCE_BYTES, dtype=np.uint8).tobytes())
     return pdus
 
 
-def measure_point(snr_db: float, lengths, count: int, phy, seed: int) -> list[float]:
-    """PER per length at one SNR from one flowgraph run of ``count`` PDUs per length."""
+def measure_point(phy, snr_db: float, lengths, count: int, seed: int) -> list[int]:
+    """PDUs lost per length out of ``count`` per length, from one flowgraph run at ``snr_db``."""
     from semcom.radio.pdu_link import send_pdus
 
     rng = np.random.default_rng(seed)
-    pdus = _numbered_pdus(list(lengths), count, rng)
+    pdus = numbered_pdus(list(lengths), count, rng)
     result = send_pdus(pdus, snr_db, phy, noise_seed=int(rng.integers(1, 2**31 - 1)))
     received = set(result.received)
-    return [1.0 - sum(1 for p in pdus if len(p) == n and p in received) / count for n in lengths]
-
-
-def measure_per(phy=None, snr_grid_db=PER_SNR_GRID_DB, lengths=PER_LENGTHS, count: int = PER_PDUS_PER_POINT,
-                seed: int = 2024, progress=None) -> PerTable:
-    """Measure the PER table with the real flowgraph (about 4 s per SNR point for the defaults on one core)."""
-    from semcom.radio.pdu_link import PhyConfig
-
-    phy = phy or PhyConfig()
-    started = time.monotonic()
-    per = []
-    for i, snr in enumerate(snr_grid_db):
-        per.append(measure_point(snr, lengths, count, phy, seed + i))
-        if progress:
-            progress(snr, per[-1])
-    return PerTable(phy_description(phy), list(lengths), [float(s) for s in snr_grid_db], per, count, seed,
-                    round(time.monotonic() - started, 1))
-
-
-def shipped_per_table_path(phy) -> Path:
-    from semcom.paths import data_dir
-
-    return data_dir() / "presets" / f"per_table_{phy.key()}.json"
-
-
-def per_table_for(phy, cache_dir: str | Path | None = None, progress=None) -> PerTable:
-    """The shipped table when it was measured with this PHY (and this modem source), else one cached in
-    ``cache_dir``, measured on demand (about 2 minutes)."""
-    try:
-        shipped = shipped_per_table_path(phy)
-        if shipped.is_file() and PerTable.load(shipped).matches(phy):
-            return PerTable.load(shipped)
-    except FileNotFoundError:
-        pass
-    if cache_dir is None:
-        raise FileNotFoundError(f"no shipped PER table for {phy}; give a cache directory to measure one")
-    cached = Path(cache_dir) / f"per_table_{phy.key()}.json"
-    if cached.is_file() and PerTable.load(cached).matches(phy):
-        return PerTable.load(cached)
-    table = measure_per(phy, progress=progress)
-    table.save(cached)
-    return table
+    return [count - sum(1 for p in pdus if len(p) == n and p in received) for n in lengths]
 
 
 @dataclass
@@ -151,7 +189,7 @@ class Delivery:
 
 
 class FastChannel:
-    """Drops each PDU independently with the measured PER of its length at its (per-packet) SNR."""
+    """Drops each PDU independently with the measured PER of its MCS and length at its (per-packet) SNR."""
 
     mode = "fast"
 
@@ -166,10 +204,11 @@ class FastChannel:
         gain = rng.exponential(1.0, count)              # |h|^2 of a unit-power complex Gaussian tap
         return snr_db + 10 * np.log10(np.maximum(gain, 1e-12))
 
-    def transmit(self, pdus: list[bytes], snr_db: float, rng: np.random.Generator) -> Delivery:
+    def transmit(self, pdus: list[bytes], mcs: str, snr_db: float, rng: np.random.Generator) -> Delivery:
+        curve = self.table.curve(mcs)
         snrs = self.packet_snr_db(snr_db, len(pdus), rng)
         draws = rng.random(len(pdus))
-        keep = [draws[i] >= self.table.packet_error_rate(len(p), snrs[i]) for i, p in enumerate(pdus)]
+        keep = [draws[i] >= curve.packet_error_rate(len(p), snrs[i]) for i, p in enumerate(pdus)]
         delivered = [p for p, k in zip(pdus, keep) if k]
         return Delivery(delivered, len(pdus), len(pdus) - len(delivered))
 
@@ -188,12 +227,17 @@ class FlowgraphChannel:
         self.phy = phy or PhyConfig()
         self.fading = fading
 
-    def transmit(self, pdus: list[bytes], snr_db: float, rng: np.random.Generator) -> Delivery:
+    def transmit(self, pdus: list[bytes], mcs: str, snr_db: float, rng: np.random.Generator) -> Delivery:
+        from dataclasses import replace
+
+        from semcom.radio.mcs import mcs_by_name
         from semcom.radio.pdu_link import send_pdus
 
         if not pdus:
             return Delivery([], 0, 0)
-        result = send_pdus(pdus, snr_db, self.phy, noise_seed=int(rng.integers(1, 2**31 - 1)))
+        row = mcs_by_name(mcs)
+        phy = replace(self.phy, modulation=row.modulation, fec_code=row.fec_code)
+        result = send_pdus(pdus, snr_db, phy, noise_seed=int(rng.integers(1, 2**31 - 1)))
         # The CRC guarantees a PDU is exact or absent; identical copies (the header is sent twice) count apart.
         received = Counter(result.received)
         delivered = []
