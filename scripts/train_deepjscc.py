@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_key_codec import CROP, HELD_OUT, CropSampler, held_out_tiles, validation_batch, warmup_cosine  # noqa: E402
+from train_key_codec import (CROP, HELD_OUT, TRAIN_COLOUR, TRAIN_GREY, CropSampler, held_out_tiles,  # noqa: E402
+                             validation_batch, warmup_cosine)
 
 from semcom.codec import jscc  # noqa: E402
 
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out SNR {r['snr_db']:3d} dB: PSNR {r['mean_psnr_db']:.2f} dB  SSIM {r['mean_ssim']:.4f}", flush=True)
     meta = {"weights": args.out.name, "weights_bytes": args.out.stat().st_size, "config": model.config.to_dict(),
             "symbols_per_64px_tile": jscc.symbols_for(CROP, CROP), "bandwidth_ratio": "1/16",
-            "train_snr_db": list(jscc.TRAIN_SNR_DB), "held_out_photos": HELD_OUT, "crop_px": CROP,
+            "train_snr_db": list(jscc.TRAIN_SNR_DB), "train_photos": TRAIN_COLOUR + TRAIN_GREY,
+            "held_out_photos": HELD_OUT, "crop_px": CROP,
             "parameters": n_params, "train_seconds": round(train_seconds, 1), "history": history,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "torch": torch.__version__, "python": platform.python_version(), **record, "validation": rows}
