@@ -1,39 +1,57 @@
-"""semcom eval: metrics sanity, the fast channel against the flowgraph, the sweep's CSV/plots and scheme behaviour.
+"""semcom eval: metrics, the shipped PER table (fresh, fine, agreeing with the flowgraph), the best-MCS rule,
+the rivals at equal symbols, and the CLI's CSV.
 
-Tiny images (two 96x96 crops) and two SNRs keep the file well under a minute and a half.
+Small crops of the bundled chelsea and coffee (evaluation photos that ship with the module, so the tests do
+not need scripts/eval_photos.sh) keep the file at about two minutes.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from semcom.codec.imageio import save_png
 from semcom.eval import metrics
-from semcom.eval.channel import FastChannel, FlowgraphChannel, PerTable, _numbered_pdus, measure_per
+from semcom.eval.channel import (PER_LENGTHS, PER_SNR_GRID_DB, PER_STEEP_PDUS, FastChannel, FlowgraphChannel, PerCurve,
+                                 PerTable, StalePerTable, numbered_pdus, shipped_per_table)
 from semcom.eval.schemes import SCHEMES, default_schemes
-from semcom.eval.sweep import SweepConfig, parse_snr_grid, run_sweep
-from semcom.radio.pdu_link import PhyConfig
+from semcom.eval.sweep import (COLUMNS, SweepConfig, best_mcs_rows, budget_symbols, parse_cbrs, parse_snr_grid,
+                               run_sweep)
+from semcom.radio.mcs import MCS_NAMES, MCS_TABLE, mcs_by_name
+
+REQUIRED_COLUMNS = ("image, scheme, snr_db, cbr, seed, mcs, symbols, delivered, key_psnr, key_ssim, key_stlpips, "
+                    "whole_psnr, whole_ssim, whole_msssim, whole_stlpips, bg_stlpips, label_agree").split(", ")
 
 
 @pytest.fixture(scope="module")
 def crops(photos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("crops")
     paths = []
-    for name, (y, x) in {"astronaut": (60, 180), "chelsea": (100, 150)}.items():
+    for name, (y, x) in {"chelsea": (40, 120), "coffee": (60, 150)}.items():
         path = folder / f"{name}.png"
-        save_png(photos[name][y:y + 96, x:x + 96], path)
+        save_png(photos[name][y:y + 192, x:x + 256], path)
         paths.append(path)
     return paths
 
 
 def synthetic_table() -> PerTable:
-    """A PER curve shaped like the PHY's (long PDUs fail first), fixed so scheme behaviour is testable."""
-    return PerTable(phy={}, lengths=[48, 250, 1000], snr_db=[-4.0, 0.0, 4.0, 8.0],
-                    per=[[1.0, 1.0, 1.0], [0.3, 0.6, 0.9], [0.0, 0.0, 0.05], [0.0, 0.0, 0.0]],
-                    pdus_per_point=0, seed=0)
+    """Every MCS works 3 dB above the one before it (long PDUs fail first): scheme behaviour made testable."""
+    curves = {}
+    for i, m in enumerate(MCS_TABLE):
+        knee = 3.0 * i
+        grid = [-10.0, knee - 1, knee, knee + 1, 30.0]
+        per = [[1.0, 1.0], [0.6, 0.95], [0.1, 0.5], [0.0, 0.0], [0.0, 0.0]]
+        curves[m.name] = PerCurve(m.name, m.modulation, m.fec_code, list(PER_LENGTHS), grid, per, [[0, 0]] * 5)
+    return PerTable("synthetic", {}, curves)
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 # --- metrics ---------------------------------------------------------------------------------------
@@ -60,6 +78,19 @@ def test_noise_worsens_every_metric(chelsea):
     assert 1 > metrics.ms_ssim(chelsea, mild, mask) > metrics.ms_ssim(chelsea, strong, mask)
 
 
+def test_ssim_is_wangs_gaussian_window(chelsea):
+    """SSIM uses Wang et al.'s 11x11 Gaussian (sigma 1.5) with population covariances, not skimage's default."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    noisy = np.clip(chelsea + rng.normal(0, 12, chelsea.shape), 0, 255).astype(np.uint8)
+    wang = structural_similarity(chelsea, noisy, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+    default = structural_similarity(chelsea, noisy, channel_axis=2, data_range=255)
+    assert metrics.ssim(chelsea, noisy) == pytest.approx(wang, abs=1e-9)
+    assert abs(wang - default) > 1e-3
+
+
 def test_ms_ssim_small_images_use_fewer_scales():
     assert metrics.ms_ssim_scales(512, 512) == 5
     assert metrics.ms_ssim_scales(96, 96) == 4
@@ -67,29 +98,90 @@ def test_ms_ssim_small_images_use_fewer_scales():
         metrics.ms_ssim_scales(8, 8)
 
 
-def test_snr_grid_parsing():
+def test_grid_and_bandwidth_parsing():
     assert parse_snr_grid("-4:14:2") == [-4, -2, 0, 2, 4, 6, 8, 10, 12, 14]
     assert parse_snr_grid("0,10") == [0, 10]
     with pytest.raises(ValueError):
         parse_snr_grid("3:1:1")
+    assert parse_cbrs("1/96,1/12,0.25") == [Fraction(1, 96), Fraction(1, 12), Fraction(1, 4)]
+    for bad in ("0", "2", "x"):
+        with pytest.raises(ValueError):
+            parse_cbrs(bad)
+    assert budget_symbols(Fraction(1, 24), 320, 512) == 20480           # the issue's 512x320 example
 
 
-# --- channel ---------------------------------------------------------------------------------------
-def test_fast_channel_agrees_with_flowgraph_on_per():
-    """A PER table measured on the flowgraph predicts the flowgraph's losses on fresh packets."""
-    phy = PhyConfig()
-    snrs, lengths = (0.0, 8.0, 20.0), (48, 1000)
-    table = measure_per(phy, snr_grid_db=snrs, lengths=lengths, count=60, seed=1)
-    flowgraph = FlowgraphChannel(phy)
+# --- the packet error rate table ---------------------------------------------------------------------
+def test_shipped_per_table_is_fresh_and_fine():
+    """CI fails here when the PHY code changed and scripts/measure_per_table.py was not rerun."""
+    table = shipped_per_table()
+    assert set(table.curves) == set(MCS_NAMES)
+    for curve in table.curves.values():
+        assert curve.snr_db == list(PER_SNR_GRID_DB) and curve.snr_db[1] - curve.snr_db[0] == 0.5
+        assert curve.snr_db[0] <= -5 and curve.snr_db[-1] >= 25
+        for per, sent in zip(curve.per, curve.sent):
+            for p, n in zip(per, sent):
+                if 0.001 < p < 0.99:
+                    assert n >= PER_STEEP_PDUS, (curve.mcs, p, n)
+
+
+def test_stale_table_is_refused_with_the_command_that_regenerates_it(monkeypatch):
+    from semcom.eval import channel
+
+    monkeypatch.setattr(channel, "phy_source_sha256", lambda: "0123456789abcdef")
+    with pytest.raises(StalePerTable, match="python scripts/measure_per_table.py"):
+        shipped_per_table()
+
+
+def test_every_mcs_is_monotone_and_ordered_by_sensitivity():
+    """PER falls with SNR (within sampling noise) and each faster MCS needs more SNR than the one before."""
+    table = shipped_per_table()
+    onsets = []
+    for mcs in MCS_TABLE:
+        curve = table.curve(mcs.name)
+        long = np.array([p[1] for p in curve.per])
+        assert np.all(np.diff(long) <= 0.1), (mcs.name, long)
+        clean = [s for s, p in zip(curve.snr_db, long) if p <= 0.01]
+        onsets.append(min(clean) if clean else math.inf)
+    assert onsets == sorted(onsets), dict(zip(MCS_NAMES, onsets))
+    assert math.isfinite(onsets[-1])
+    robust = table.curve(MCS_NAMES[0])
+    assert float(robust.packet_error_rate(1000, 0.0)) <= 0.6       # the most robust MCS still works at 0 dB
+
+
+def _steep_points(curve, length_index, count=2):
+    """Two SNRs where the measured PER is well inside (0.1, 0.9): where fast and flowgraph could disagree."""
+    steep = [(s, p[length_index]) for s, p in zip(curve.snr_db, curve.per) if 0.1 < p[length_index] < 0.9]
+    assert len(steep) >= count, (curve.mcs, curve.per)
+    return [steep[0], steep[-1]] if count == 2 else steep[:count]
+
+
+def test_fast_channel_agrees_with_the_flowgraph_on_the_steep_part():
+    """The table predicts the flowgraph's losses on fresh 1000-byte PDUs at two SNRs of the waterfall, within
+    4 standard deviations of the two binomial estimates (the table's and this run's packet counts)."""
+    table = shipped_per_table()
+    mcs = mcs_by_name("qpsk-r12")
+    curve = table.curve(mcs.name)
+    flowgraph = FlowgraphChannel()
+    fast = FastChannel(table)
     rng = np.random.default_rng(7)
-    for snr in snrs:
-        pdus = _numbered_pdus(list(lengths), 60, rng)
-        delivered = set(flowgraph.transmit(pdus, snr, rng).delivered)
-        for length in lengths:
-            sent = [p for p in pdus if len(p) == length]
-            measured = 1 - sum(p in delivered for p in sent) / len(sent)
-            predicted = float(table.packet_error_rate(length, snr))
-            assert abs(measured - predicted) <= 0.25, (snr, length, measured, predicted)
+    sent = 300
+    for snr, _ in _steep_points(curve, 1):
+        pdus = [p for p in numbered_pdus([1000], sent, rng)]
+        measured = flowgraph.transmit(pdus, mcs.name, snr, rng).lost / sent
+        predicted = float(curve.packet_error_rate(1000, snr))
+        table_count = curve.sent[curve.snr_db.index(snr)][1]
+        sigma = math.sqrt(predicted * (1 - predicted) * (1 / sent + 1 / table_count))
+        assert abs(measured - predicted) <= 4 * sigma + 1e-9, (snr, measured, predicted, sigma)
+        simulated = fast.transmit(pdus, mcs.name, snr, rng).lost / sent
+        assert abs(simulated - predicted) <= 4 * math.sqrt(predicted * (1 - predicted) / sent)
+
+
+def test_per_model_interpolates_length_between_the_measured_ones():
+    curve = synthetic_table().curve("qpsk-r12")
+    snr = 6.0       # knee of qpsk-r12: PER 0.1 at 64 bytes, 0.5 at 1000
+    per = [float(curve.packet_error_rate(n, snr)) for n in (64, 300, 1000, 1400)]
+    assert per[0] == pytest.approx(0.1) and per[2] == pytest.approx(0.5)
+    assert per[0] < per[1] < per[2] < per[3] < 1
 
 
 def test_rayleigh_loses_more_at_high_snr_and_less_at_low_snr():
@@ -97,73 +189,91 @@ def test_rayleigh_loses_more_at_high_snr_and_less_at_low_snr():
     pdus = [bytes(1000)] * 4000
     awgn, rayleigh = FastChannel(table, "awgn"), FastChannel(table, "rayleigh")
     rng = np.random.default_rng(0)
-    assert rayleigh.transmit(pdus, 8.0, rng).lost > awgn.transmit(pdus, 8.0, rng).lost == 0
-    assert rayleigh.transmit(pdus, -4.0, rng).lost < awgn.transmit(pdus, -4.0, rng).lost == len(pdus)
+    assert rayleigh.transmit(pdus, "qpsk-r12", 20.0, rng).lost > awgn.transmit(pdus, "qpsk-r12", 20.0, rng).lost == 0
+    assert rayleigh.transmit(pdus, "qpsk-r12", 2.0, rng).lost < awgn.transmit(pdus, "qpsk-r12", 2.0, rng).lost
 
 
-# --- sweep -----------------------------------------------------------------------------------------
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+# --- schemes and the best-MCS rule ---------------------------------------------------------------------
+def test_best_mcs_is_the_highest_mean_over_seeds_and_the_most_robust_on_ties():
+    def row(mcs, seed, key, whole):
+        return {"image": "a", "scheme": "s", "snr_db": 5.0, "cbr": "1/24", "mcs": mcs, "seed": seed,
+                "key_ssim": key, "whole_ssim": whole}
+
+    rows = [row("qpsk-r12", 0, 0.9, 0.7), row("qpsk-r12", 1, 0.5, 0.7),       # mean 0.7
+            row("bpsk-r12", 0, 0.7, 0.6), row("bpsk-r12", 1, 0.7, 0.6),       # mean 0.65
+            row("qpsk-r34", 0, 0.7, 0.7), row("qpsk-r34", 1, 0.7, 0.7)]       # mean 0.7, tie with qpsk-r12
+    assert {r["mcs"] for r in best_mcs_rows(rows, "mean_ssim")} == {"qpsk-r12"}
+    assert {r["mcs"] for r in best_mcs_rows(rows, "whole_ssim")} == {"qpsk-r12"}
+    assert {r["mcs"] for r in best_mcs_rows(rows, "key_ssim")} == {"bpsk-r12"}
 
 
-def test_sweep_rows_plots_cliff_and_graceful_degradation(crops, tmp_path):
-    cfg = SweepConfig(images=crops, snr_db=[0.0, 10.0], budget_symbols=30000, seeds=2, out=tmp_path,
-                      progress=False, per_table=synthetic_table())
-    rows = _rows(run_sweep(cfg))
-    schemes = default_schemes()
-    assert len(rows) == len(crops) * len(schemes) * 2 * 2
-    assert {r["scheme"] for r in rows} == set(schemes)
-    for name in ("curves.png", "frame_lost.png", "summary.md"):
-        assert (tmp_path / name).stat().st_size > 0
-    lpips_col = metrics.lpips_model().name.replace("-", "_")
-    for column in ("psnr_db", "ssim", "ms_ssim", lpips_col, "key_psnr_db", "key_ssim", "key_ms_ssim",
-                   f"key_{lpips_col}", "bytes", "channel_symbols", "pdus_sent", "pdus_lost", "frame_lost"):
-        assert column in rows[0]
-    assert all(int(r["channel_symbols"]) <= 30000 for r in rows)
-
-    def lost(scheme, snr):
-        return [int(r["frame_lost"]) for r in rows if r["scheme"] == scheme and float(r["snr_db"]) == snr]
-
-    assert all(lost("jpeg+fec", 0.0)) and not any(lost("jpeg+fec", 10.0))       # cliff
-    assert not all(lost("semcom", 0.0)) and not any(lost("semcom", 10.0))       # frames still come out
-    ours_high = [float(r["key_psnr_db"]) for r in rows if r["scheme"] == "semcom" and float(r["snr_db"]) == 10.0]
-    text_high = [float(r["key_psnr_db"]) for r in rows if r["scheme"] == "text-only" and float(r["snr_db"]) == 10.0]
-    assert np.mean(ours_high) > np.mean(text_high) + 3
-
-    def psnr(scheme, snr):
-        return np.mean([float(r["psnr_db"]) for r in rows if r["scheme"] == scheme and float(r["snr_db"]) == snr])
-
-    assert not any(lost("deepjscc", 0.0)) and not any(lost("deepjscc", 10.0))     # analog: no cliff
-    assert psnr("deepjscc", 0.0) + 1 < psnr("deepjscc", 10.0)                       # ... but graceful decline
-    assert psnr("deepjscc", 0.0) > psnr("jpeg+fec", 0.0) + 5                        # where separation is gone
-
-
-def test_flowgraph_channel_mode_sweep(crops, tmp_path):
-    cfg = SweepConfig(images=crops[:1], snr_db=[-4.0, 25.0], budget_symbols=30000, seeds=1, out=tmp_path,
-                      progress=False, channel_mode="flowgraph", schemes=("semcom", "jpeg+fec"))
-    rows = _rows(run_sweep(cfg))
-    assert len(rows) == 4
-    low = [r for r in rows if float(r["snr_db"]) == -4.0]
-    assert all(int(r["pdus_lost"]) == int(r["pdus_sent"]) and r["frame_lost"] == "1" for r in low)
-    assert any(int(r["pdus_lost"]) < int(r["pdus_sent"]) for r in rows if float(r["snr_db"]) == 25.0)
-
-
-def test_scheme_registry_takes_one_class_per_scheme():
-    for name in ("semcom", "jpeg+fec", "text-only"):
-        cls = SCHEMES[name]
-        assert all(hasattr(cls, m) for m in ("prepare", "transmit", "reconstruct"))
-
-
-def test_semcom_shrinks_the_key_region_when_the_lowest_quality_does_not_fit(chelsea):
+def test_every_digital_scheme_fits_the_budget_at_every_mcs(photos):
     from semcom.codec.pipeline import PipelineConfig
     from semcom.eval.sweep import evaluation_key_mask
 
+    image = photos["coffee"][40:232, 100:356]
     config = PipelineConfig()
-    scheme = SCHEMES["semcom"](PhyConfig(), config)
-    key_mask = evaluation_key_mask(chelsea, config)
-    roomy = scheme.prepare(chelsea, 120_000, key_mask)
-    tight = scheme.prepare(chelsea, 20_000, key_mask)
-    assert roomy.rate["quality"] > 1 and roomy.channel_symbols <= 120_000
-    assert tight.channel_symbols <= 20_000
-    assert tight.rate["key_fraction"] < roomy.rate["key_fraction"]
+    key_mask = evaluation_key_mask(image, config)
+    budget = budget_symbols(Fraction(1, 12), *image.shape[:2])
+    for name in default_schemes():
+        scheme = SCHEMES[name](config)
+        for mcs in (MCS_TABLE if scheme.digital else [None]):
+            payload = scheme.prepare(image, key_mask, budget, mcs)
+            assert payload.channel_symbols <= budget, (name, mcs)
+            if scheme.digital:
+                from semcom.eval.schemes import symbols_of
+
+                assert symbols_of(payload.pdus, mcs) == payload.channel_symbols
+    jscc = SCHEMES["deepjscc"](config).prepare(image, key_mask, 8 * budget, None)
+    assert jscc.rate["repeats"] >= 2 and jscc.channel_symbols <= 8 * budget       # uses the whole budget
+
+
+def test_sweep_picks_different_mcs_at_different_snrs_and_writes_the_columns(crops, tmp_path):
+    cfg = SweepConfig(images=crops, snr_db=[0.0, 16.0], cbr=[Fraction(1, 12)], seeds=1, out=tmp_path,
+                      progress=False, per_table=synthetic_table(), schemes=("ours", "webp", "roi-webp", "deepjscc"))
+    rows = _rows(run_sweep(cfg))
+    assert list(rows[0]) == list(COLUMNS) and set(REQUIRED_COLUMNS) <= set(rows[0])
+    assert len(rows) == len(crops) * 4 * 2 * 1
+    for name in ("curves_snr.png", "curves_cbr.png", "summary.md", "results_all_mcs.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert all(int(r["symbols"]) <= int(r["budget_symbols"]) for r in rows)
+    for scheme in ("ours", "webp", "roi-webp"):
+        chosen = {float(r["snr_db"]): r["mcs"] for r in rows if r["scheme"] == scheme}
+        assert MCS_NAMES.index(chosen[16.0]) > MCS_NAMES.index(chosen[0.0]), (scheme, chosen)
+    assert {r["mcs"] for r in rows if r["scheme"] == "deepjscc"} == {"analog"}
+    ours_high = [r for r in rows if r["scheme"] == "ours" and r["snr_db"] == "16.0"]
+    assert all(r["delivered"] == "1" for r in ours_high)
+    assert np.mean([float(r["key_ssim"]) for r in ours_high]) > 0.5
+
+
+def test_lost_frames_are_scored_as_grey_and_counted(crops, tmp_path):
+    cfg = SweepConfig(images=crops[:1], snr_db=[-10.0], cbr=[Fraction(1, 12)], seeds=1, out=tmp_path,
+                      progress=False, per_table=synthetic_table(), schemes=("ours", "jpeg"))
+    rows = _rows(run_sweep(cfg))
+    assert {r["delivered"] for r in rows} == {"0"}
+    assert all(float(r["whole_psnr"]) < 20 for r in rows)
+    assert "(0%" in (tmp_path / "summary.md").read_text()
+
+
+def test_flowgraph_channel_mode_sweep(crops, tmp_path):
+    cfg = SweepConfig(images=crops[:1], snr_db=[-4.0, 25.0], cbr=[Fraction(1, 6)], seeds=1, out=tmp_path,
+                      progress=False, channel_mode="flowgraph", schemes=("ours", "jpeg"), mcs="qpsk-r12")
+    rows = _rows(run_sweep(cfg))
+    assert len(rows) == 4 and {r["mcs"] for r in rows} == {"qpsk-r12"}
+    low = [r for r in rows if float(r["snr_db"]) == -4.0]
+    assert all(int(r["pdus_lost"]) == int(r["pdus_sent"]) and r["delivered"] == "0" for r in low)
+    assert all(r["delivered"] == "1" for r in rows if float(r["snr_db"]) == 25.0)
+
+
+def test_eval_cli_on_a_folder_writes_results_with_the_issue_columns(crops, tmp_path):
+    """`semcom eval --images DIR --snr-db 0,5,10 --cbr 1/24 --out OUT` over the shipped PER table."""
+    from semcom.cli import main
+
+    out = tmp_path / "out"
+    assert main(["eval", "--images", str(crops[0].parent), "--snr-db", "0,5,10", "--cbr", "1/24", "--seeds", "1",
+                 "--jobs", "1", "--schemes", "ours,webp,text-only", "--out", str(out), "--no-progress"]) == 0
+    rows = _rows(out / "results.csv")
+    assert set(REQUIRED_COLUMNS) <= set(rows[0])
+    assert {r["scheme"] for r in rows} == {"ours", "webp", "text-only"}
+    chosen = {(r["image"], float(r["snr_db"])): r["mcs"] for r in rows if r["scheme"] == "webp"}
+    assert len({chosen[("chelsea.png", s)] for s in (0.0, 5.0, 10.0)}) >= 2, chosen

@@ -24,14 +24,22 @@ def psnr_db(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = N
     return PSNR_CEILING_DB if mse == 0 else min(PSNR_CEILING_DB, 10.0 * np.log10(PEAK**2 / mse))
 
 
+# Wang et al.'s SSIM: 11x11 Gaussian window of sigma 1.5, population covariances (as their reference code).
+SSIM_OPTIONS = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+
+
+def ssim_map(reference: np.ndarray, test: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mean SSIM, (H, W) SSIM map averaged over the colour channels) of uint8 (H, W, 3) images."""
+    mean, full = structural_similarity(reference, test, channel_axis=2, data_range=PEAK, full=True, **SSIM_OPTIONS)
+    return float(mean), full.mean(axis=2)
+
+
 def ssim(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean SSIM (7x7 Gaussian-free window, per channel); with ``mask``, the SSIM map averaged over it."""
-    if mask is None:
-        return float(structural_similarity(reference, test, channel_axis=2, data_range=PEAK))
-    if not mask.any():
+    """Mean SSIM (Wang's Gaussian window, per channel); with ``mask``, the SSIM map averaged over it."""
+    if mask is not None and not mask.any():
         raise ValueError("SSIM over an empty mask is undefined")
-    _, ssim_map = structural_similarity(reference, test, channel_axis=2, data_range=PEAK, full=True)
-    return float(ssim_map.mean(axis=2)[mask].mean())
+    mean, full = ssim_map(reference, test)
+    return mean if mask is None else float(full[mask].mean())
 
 
 def quality_report(reference: np.ndarray, test: np.ndarray, key_mask: np.ndarray) -> dict[str, float]:
@@ -214,9 +222,16 @@ class Lpips:
 
     def distance(self, reference, test: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float | None]:
         """(whole-image LPIPS, LPIPS averaged over ``mask`` or None); ``reference`` is an image or its features."""
+        whole, regions = self.distances(reference, test, [] if mask is None else [mask])
+        return whole, (regions[0] if regions else None)
+
+    def distances(self, reference, test: np.ndarray, masks: list[np.ndarray]) -> tuple[float, list[float]]:
+        """(whole-image LPIPS, [LPIPS averaged over each mask]) from one forward pass of ``test``."""
         import torch
         import torch.nn.functional as F
 
+        if any(not m.any() for m in masks):
+            raise ValueError("LPIPS over an empty mask is undefined")
         ref = self.features(reference) if isinstance(reference, np.ndarray) else reference
         feats = self.features(test)
         h, w = test.shape[:2]
@@ -225,14 +240,10 @@ class Lpips:
             for lin, a, b in zip(self.lins, ref, feats):
                 layer = lin((a - b) ** 2)
                 whole += float(layer.mean())
-                if mask is not None:
+                if masks:
                     spatial += F.interpolate(layer, size=(h, w), mode="bilinear", align_corners=False)
-        region = None
-        if mask is not None:
-            if not mask.any():
-                raise ValueError("LPIPS over an empty mask is undefined")
-            region = float(spatial[0, 0].numpy()[mask].mean())
-        return whole, region
+        area = spatial[0, 0].numpy()
+        return whole, [float(area[m].mean()) for m in masks]
 
 
 def _torchvision_alexnet_present() -> bool:

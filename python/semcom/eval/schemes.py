@@ -1,24 +1,27 @@
-"""Transmission schemes compared by ``semcom eval``, each at a budget of channel symbols per image.
+"""Transmission schemes compared by ``semcom eval``, each at a budget of complex channel symbols per image.
 
 A scheme is one small class registered by name:
 
-    prepare(image, budget_symbols, key_mask) -> Payload        pick a rate that fits, make the PDUs
-    transmit(payload, channel, snr_db, rng)  -> Delivery       through the channel (PDUs by default)
-    reconstruct(payload, delivery)           -> Outcome        what the receiver shows
+    prepare(image, key_mask, budget_symbols, mcs) -> Payload     pick a rate that fits, make the PDUs
+    transmit(payload, channel, mcs, snr_db, rng)  -> Delivery    through the channel (PDUs by default)
+    reconstruct(payload, delivery)                -> Outcome     what the receiver shows
 
-The analog scheme (``deepjscc``: the image as complex channel symbols) overrides ``transmit``: its
-symbols cross the channel themselves (the torch AWGN/Rayleigh model in fast mode, the analog GNU Radio
-flowgraph in flowgraph mode; the two agree within 1 dB, tests/test_jscc.py).
+Digital schemes are prepared and sent once per MCS (``semcom.radio.mcs``); the sweep reports each at its
+best MCS per SNR. Every PDU costs ``semcom.radio.packet.channel_symbols_for`` symbols at its MCS: ramps,
+access code and header, FEC-coded payload and CRC32, so every overhead counts against the budget.
+The analog scheme (``deepjscc``) has no MCS (``mcs`` is None): its symbols cross the channel themselves.
 
-Channel symbols of a PDU: ``semcom.radio.packet.channel_symbols_for`` (ramps, header, FEC-coded
-payload+CRC) with the PHY's modulation and code; a frame's symbols are the sum over its PDUs.
+What the receiver shows when nothing decodable arrived (no header of ours, any PDU of a whole-image file
+missing, the background file of roi-webp missing) is a mid-grey image (``LOST_FRAME_GREY``): that is what
+is scored.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -30,13 +33,16 @@ from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncod
 from semcom.constants import DEFAULT_KEY_FRACTION
 from semcom.eval.baselines import largest_fitting
 
-# A lost frame (nothing decodable came out) is scored as this uniform image: the receiver shows grey.
 LOST_FRAME_GREY = 128
-# ``semcom``: when the lowest key quality does not fit the budget, the key fraction is halved, down to this.
+# ``ours``: when the lowest key quality does not fit the budget, the key fraction is halved, down to this.
 MIN_KEY_FRACTION = 0.02
-# Separation baselines: whole-image chunks carry ``index u16 | count u16`` so the receiver can reassemble.
+# Whole-image files travel as chunks of ``index u16 | count u16 | bytes``.
 CHUNK_HEADER = struct.Struct(">HH")
-SEPARATION_SCALES = (1, 2, 4)       # downscale the image when even the lowest quality does not fit
+# Below the codecs' lowest quality, images are downscaled by these factors (upscaled at the receiver).
+DOWNSCALE_FACTORS = tuple(round(1.0 / 1.25**k, 4) for k in range(12))      # 1 .. 0.09
+# roi-webp: the background file gets at most this share of the symbol budget, the key tiles the rest.
+ROI_BACKGROUND_SHARE = 0.3
+ROI_KEY_CODEC = "webp"
 
 SCHEMES: dict[str, type[Scheme]] = {}
 
@@ -74,25 +80,47 @@ def grey_like(image: np.ndarray) -> np.ndarray:
     return np.full_like(image, LOST_FRAME_GREY)
 
 
+def resized(image: np.ndarray, width: int, height: int, resample=Image.LANCZOS) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), resample))
+
+
+def downscaled(image: np.ndarray, factor: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    return resized(image, max(1, round(w * factor)), max(1, round(h * factor)))
+
+
+def symbols_of(pdus: list[bytes], mcs) -> int:
+    from semcom.radio.packet import channel_symbols_for
+
+    return sum(channel_symbols_for(len(p), mcs.modulation, mcs.fec_code) for p in pdus)
+
+
 class Scheme:
-    """Base: PDUs through the channel. ``phy`` has ``modulation``, ``fec_code`` and ``mtu_bytes``."""
+    """Base of the digital schemes: PDUs through the channel at one MCS."""
 
     name = ""
+    digital = True
 
-    def __init__(self, phy, config: PipelineConfig | None = None):
-        self.phy = phy
+    def __init__(self, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
+        self._image = None
+        self._memo: dict = {}
 
-    def symbols(self, pdus: list[bytes]) -> int:
-        from semcom.radio.packet import channel_symbols_for
+    def _memoised(self, image: np.ndarray, key, make: Callable[[], Any]):
+        """``make()`` once per image and key: encodes at one quality serve every MCS and budget."""
+        if image is not self._image:
+            self._image, self._memo = image, {}
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
-        return sum(channel_symbols_for(len(p), self.phy.modulation, self.phy.fec_code) for p in pdus)
-
-    def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
         raise NotImplementedError
 
-    def transmit(self, payload: Payload, channel, snr_db: float, rng: np.random.Generator):
-        return channel.transmit(payload.pdus, snr_db, rng)
+    def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
+        return channel.transmit(payload.pdus, mcs.name, snr_db, rng)
 
     def reconstruct(self, payload: Payload, delivery) -> Outcome:
         raise NotImplementedError
@@ -102,82 +130,143 @@ class Scheme:
         return tuple(delivery.delivered)
 
 
-class _SemanticBase(Scheme):
-    def __init__(self, phy, config: PipelineConfig | None = None):
-        super().__init__(phy, config)
-        self.encoder = SemanticEncoder(self.config)
-        self.decoder = SemanticDecoder(self.config)
+# --- ours ------------------------------------------------------------------------------------------
+class _MemoisedDescriber:
+    """The describer's text depends on the image and key mask only, not on the key quality being searched:
+    describe each (image, mask) once instead of once per rate-search step."""
 
-    def _encode(self, image: np.ndarray, key_mask: np.ndarray):
-        encoded = self.encoder.encode(image, key_mask=key_mask)
-        return encoded, encoded.to_pdus(self.config.pdu_bytes)
+    def __init__(self, describer):
+        self.describer, self._last = describer, (None, None, None)
+
+    def describe(self, image: np.ndarray, key_mask: np.ndarray) -> str:
+        mask_key = hash(np.packbits(key_mask).tobytes())
+        if self._last[0] is not image or self._last[1] != mask_key:
+            self._last = (image, mask_key, self.describer.describe(image, key_mask))
+        return self._last[2]
+
+
+class _SemanticBase(Scheme):
+    """The semantic pipeline with ``config_overrides`` applied to the configured one."""
+
+    config_overrides: dict[str, Any] = {}
+
+    def __init__(self, config: PipelineConfig | None = None):
+        super().__init__(replace(config or PipelineConfig(), **self.config_overrides))
+        self.encoder = SemanticEncoder(self.config)
+        self.encoder.describer = _MemoisedDescriber(self.encoder.describer)
+        self.decoder = SemanticDecoder(self.config)
+        self._configured_key_codec = self.encoder.key_codec
+
+    def _pdus(self, image: np.ndarray, mask: np.ndarray, quality: int | None, fraction: float):
+        def make():
+            c = self.config
+            self.encoder.key_codec = self._configured_key_codec if quality is None else \
+                registry.create("key", c.key, **{**c.key_options, "quality": quality})
+            encoded = self.encoder.encode(image, key_mask=mask)
+            return encoded, encoded.to_pdus(c.pdu_bytes)
+        return self._memoised(image, (quality, fraction), make)
+
+    def _decode(self, payload: Payload, delivery):
+        assembler = FrameAssembler()
+        frames = [f for p in delivery.delivered for f in assembler.push(p)] + assembler.flush_all()
+        return self.decoder.decode(frames[0], seed=0) if frames else None
 
     def reconstruct(self, payload: Payload, delivery) -> Outcome:
         image = payload.state
-        assembler = FrameAssembler()
-        frames = [f for p in delivery.delivered for f in assembler.push(p)] + assembler.flush_all()
-        if not frames:                    # both header copies lost: nothing can be drawn
+        recon = self._decode(payload, delivery)
+        if recon is None:                    # both header copies lost: nothing can be drawn
             return Outcome(grey_like(image), True, {})
-        recon = self.decoder.decode(frames[0], seed=0)
-        return Outcome(recon.image, False, {"generated_key_share": round(recon.generated_share, 4),
-                                            "text_lost": int(recon.text_lost)})
+        return Outcome(self._shown(recon), False, {"generated_key_share": round(recon.generated_share, 4),
+                                                   "text_lost": int(recon.text_lost)})
+
+    def _shown(self, recon) -> np.ndarray:
+        return recon.image
 
 
-@register_scheme("semcom")
+@register_scheme("ours")
 class SemcomScheme(_SemanticBase):
-    """Ours, the configured pipeline. Rate rule: the largest key-codec quality (bisection over
-    1..``max_quality``; a codec without a quality knob is used as configured) whose frame fits the
-    budget; if quality 1 does not fit, the key fraction is halved (saliency splitter re-run) until it
-    fits or falls under MIN_KEY_FRACTION; then the key region is dropped (text only)."""
+    """Ours, the configured pipeline, every PDU on the MCS. Rate rule: the largest key-codec quality
+    (bisection over 1..``max_quality``; a codec without a quality knob is used as configured) whose frame
+    fits the budget; if quality 1 does not fit, the key fraction is halved (saliency splitter re-run) until
+    it fits or falls under MIN_KEY_FRACTION; then the key region is dropped (text only)."""
 
-    def __init__(self, phy, config: PipelineConfig | None = None):
-        super().__init__(phy, config)
-        self._configured_key_codec = self.encoder.key_codec
-
-    def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
         c = self.config
-        configured = self._configured_key_codec
-        max_quality = getattr(configured, "max_quality", None)
+        max_quality = getattr(self._configured_key_codec, "max_quality", None)
         fraction, mask = DEFAULT_KEY_FRACTION, key_mask
-        while True:
-            def fits(quality: int | None, mask=mask):
-                self.encoder.key_codec = configured if quality is None else \
-                    registry.create("key", c.key, **{**c.key_options, "quality": quality})
-                encoded, pdus = self._encode(image, mask)
-                return (encoded, pdus) if self.symbols(pdus) <= budget_symbols else None
+        while mask.any():
+            def fits(quality, mask=mask, fraction=fraction):
+                encoded, pdus = self._pdus(image, mask, quality, fraction)
+                return (encoded, pdus) if symbols_of(pdus, mcs) <= budget_symbols else None
 
-            if not mask.any():
-                found = None
-            elif max_quality is None:
-                result = fits(None)
-                found = None if result is None else (0, result)
-            else:
-                found = largest_fitting(1, max_quality, fits)
+            found = (None if fits(None) is None else (0, fits(None))) if max_quality is None \
+                else largest_fitting(1, max_quality, fits)
             if found is not None:
                 quality, (encoded, pdus) = found
-                return Payload(pdus, self.symbols(pdus),
+                return Payload(pdus, symbols_of(pdus, mcs),
                                {"quality": quality, "key_fraction": round(float(encoded.key_mask.mean()), 4)}, image)
-            if not mask.any() or fraction / 2 < MIN_KEY_FRACTION or c.regions != "saliency":
+            if fraction / 2 < MIN_KEY_FRACTION or c.regions != "saliency":
                 break
             fraction /= 2
-            mask = registry.create("regions", "saliency", **{**c.regions_options, "key_fraction": fraction}).split(image)
-        encoded, pdus = self._encode(image, np.zeros(image.shape[:2], bool))
-        return Payload(pdus, self.symbols(pdus), {"quality": 0, "key_fraction": 0.0}, image)
+            mask = self._memoised(image, ("mask", fraction), lambda f=fraction: registry.create(
+                "regions", "saliency", **{**c.regions_options, "key_fraction": f}).split(image))
+        return text_only_payload(self, image, budget_symbols, mcs)
+
+
+def text_only_payload(scheme: _SemanticBase, image: np.ndarray, budget_symbols: int, mcs) -> Payload:
+    """Header and text (no key region); nothing at all when even that does not fit the budget."""
+    _, pdus = scheme._pdus(image, np.zeros(image.shape[:2], bool), None, 0.0)
+    if symbols_of(pdus, mcs) > budget_symbols:
+        return Payload([], 0, {"quality": 0, "key_fraction": 0.0}, image)
+    return Payload(pdus, symbols_of(pdus, mcs), {"quality": 0, "key_fraction": 0.0}, image)
+
+
+@register_scheme("ours-nosketch")
+class OursNoSketchScheme(SemcomScheme):
+    """Ablation: ours without the SKETCH segment (the background is generated from the text alone)."""
+
+    config_overrides = {"sketch_budget": 0}
+
+
+@register_scheme("ours-nogen")
+class OursNoGeneratorScheme(SemcomScheme):
+    """Ablation: ours without a generator: the receiver shows the received key pixels on mid-grey."""
+
+    def _shown(self, recon) -> np.ndarray:
+        return np.where(recon.received_mask[..., None], recon.image, np.uint8(LOST_FRAME_GREY))
 
 
 @register_scheme("text-only")
 class TextOnlyScheme(_SemanticBase):
-    """Header + text segment only (empty key region): the renderer draws the whole image from the words."""
+    """Header + text segment only (no key region, no sketch): the generator draws the image from the words."""
 
-    def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
-        encoded, pdus = self._encode(image, np.zeros(image.shape[:2], bool))
-        return Payload(pdus, self.symbols(pdus), {"quality": 0, "key_fraction": 0.0}, image)
+    config_overrides = {"sketch_budget": 0}
+
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
+        return text_only_payload(self, image, budget_symbols, mcs)
 
 
-class _SeparationScheme(Scheme):
-    """Whole-image codec + CRC/FEC/QAM (classic separation). The largest quality whose chunks fit the
-    budget; if none fits, the image is downscaled (x2, x4) and upscaled at the receiver. Any lost PDU
-    makes the file undecodable: the frame is lost (scored as a mid-grey image)."""
+# --- whole-image files (separation) -----------------------------------------------------------------
+def file_chunks(data: bytes, pdu_bytes: int) -> list[bytes]:
+    size = pdu_bytes - CHUNK_HEADER.size
+    parts = [data[i:i + size] for i in range(0, len(data), size)]
+    return [CHUNK_HEADER.pack(i, len(parts)) + part for i, part in enumerate(parts)]
+
+
+def file_from_chunks(chunks: list[bytes], count: int) -> bytes | None:
+    """The file when all ``count`` chunks arrived, else None (one lost chunk makes it undecodable)."""
+    parts = {}
+    for chunk in chunks:
+        index, total = CHUNK_HEADER.unpack_from(chunk)
+        if total == count:
+            parts[index] = chunk[CHUNK_HEADER.size:]
+    return b"".join(parts[i] for i in range(count)) if len(parts) == count else None
+
+
+class _WholeImageScheme(Scheme):
+    """Whole-image codec + CRC + FEC + modulation (classic separation): the largest quality whose chunks fit
+    the budget; if none fits, the image is downscaled (upscaled at the receiver). Any lost PDU makes the file
+    undecodable: the receiver shows grey."""
 
     format = ""
     max_quality = 100
@@ -185,45 +274,50 @@ class _SeparationScheme(Scheme):
     def _save_options(self, quality: int) -> dict:
         return {"quality": quality}
 
-    def _chunks(self, data: bytes) -> list[bytes]:
-        size = self.config.pdu_bytes - CHUNK_HEADER.size
-        parts = [data[i:i + size] for i in range(0, len(data), size)]
-        return [CHUNK_HEADER.pack(i, len(parts)) + part for i, part in enumerate(parts)]
+    def encode(self, image: np.ndarray, factor: float, quality: int) -> bytes:
+        def make():
+            buffer = io.BytesIO()
+            Image.fromarray(downscaled(image, factor)).save(buffer, format=self.format, **self._save_options(quality))
+            return buffer.getvalue()
+        return self._memoised(image, (factor, quality), make)
 
-    def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
-        h, w = image.shape[:2]
-        for scale in SEPARATION_SCALES:
-            small = image if scale == 1 else np.asarray(
-                Image.fromarray(image).resize((max(1, w // scale), max(1, h // scale)), Image.LANCZOS))
-
-            def fits(quality: int, small=small):
-                buffer = io.BytesIO()
-                Image.fromarray(small).save(buffer, format=self.format, **self._save_options(quality))
-                pdus = self._chunks(buffer.getvalue())
-                return pdus if self.symbols(pdus) <= budget_symbols else None
+    def largest_file(self, image: np.ndarray, fits_bytes: Callable[[list[bytes]], bool]):
+        """(factor, quality, chunks) of the largest file whose chunks pass ``fits_bytes``, or None."""
+        for factor in DOWNSCALE_FACTORS:
+            def fits(quality, factor=factor):
+                chunks = file_chunks(self.encode(image, factor, quality), self.config.pdu_bytes)
+                return chunks if fits_bytes(chunks) else None
 
             found = largest_fitting(1, self.max_quality, fits)
             if found is not None:
-                quality, pdus = found
-                return Payload(pdus, self.symbols(pdus), {"quality": quality, "scale": scale}, image)
-        return Payload([], 0, {"quality": 0, "scale": 0}, image)     # nothing fits: nothing is sent
+                return factor, found[0], found[1]
+        return None
+
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
+        found = self.largest_file(image, lambda chunks: symbols_of(chunks, mcs) <= budget_symbols)
+        if found is None:
+            return Payload([], 0, {"quality": 0, "scale": 0}, image)     # nothing fits: nothing is sent
+        factor, quality, chunks = found
+        return Payload(chunks, symbols_of(chunks, mcs), {"quality": quality, "scale": factor}, image)
+
+    def decode_file(self, data: bytes | None, shape) -> np.ndarray | None:
+        if data is None:
+            return None
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return resized(decoded, shape[1], shape[0], Image.BICUBIC)
 
     def reconstruct(self, payload: Payload, delivery) -> Outcome:
         image = payload.state
-        if not payload.pdus or len(delivery.delivered) < len(payload.pdus):
-            return Outcome(grey_like(image), True, {})
-        data = b"".join(p[CHUNK_HEADER.size:] for p in delivery.delivered)
-        decoded = Image.open(io.BytesIO(data)).convert("RGB")
-        if decoded.size != (image.shape[1], image.shape[0]):
-            decoded = decoded.resize((image.shape[1], image.shape[0]), Image.BICUBIC)
-        return Outcome(np.asarray(decoded), False, {})
+        decoded = self.decode_file(file_from_chunks(delivery.delivered, len(payload.pdus)), image.shape) \
+            if payload.pdus else None
+        return Outcome(grey_like(image), True, {}) if decoded is None else Outcome(decoded, False, {})
 
     def outcome_key(self, payload: Payload, delivery) -> Any:
         return len(delivery.delivered) == len(payload.pdus) and bool(payload.pdus)
 
 
-@register_scheme("jpeg+fec")
-class JpegFecScheme(_SeparationScheme):
+@register_scheme("jpeg")
+class JpegScheme(_WholeImageScheme):
     format = "JPEG"
     max_quality = 95
 
@@ -231,8 +325,8 @@ class JpegFecScheme(_SeparationScheme):
         return {"quality": quality, "optimize": True}
 
 
-@register_scheme("webp+fec")
-class WebpFecScheme(_SeparationScheme):
+@register_scheme("webp")
+class WebpScheme(_WholeImageScheme):
     format = "WEBP"
 
     def _save_options(self, quality: int) -> dict:
@@ -245,8 +339,8 @@ def avif_available() -> bool:
     return bool(features.check("avif"))
 
 
-@register_scheme("avif+fec")
-class AvifFecScheme(_SeparationScheme):
+@register_scheme("avif")
+class AvifScheme(_WholeImageScheme):
     """AVIF through Pillow's own plugin (Pillow >= 11.2 wheels carry libavif)."""
 
     format = "AVIF"
@@ -255,6 +349,74 @@ class AvifFecScheme(_SeparationScheme):
         return {"quality": quality, "speed": 6}
 
 
+@register_scheme("roi-webp")
+class RoiWebpScheme(WebpScheme):
+    """The classical region-of-interest coder: the same region split, the key region as WebP tiles (the
+    frame's tiles, header and mask: a lost PDU costs its tiles) over one low-quality WebP of the whole image
+    (at most ROI_BACKGROUND_SHARE of the budget). No text, no generator: lost tiles show the background
+    file, a lost background file shows grey."""
+
+    def __init__(self, config: PipelineConfig | None = None):
+        super().__init__(config)
+        self.tile_encoder = SemanticEncoder(replace(self.config, key=ROI_KEY_CODEC, key_options={}, sketch_budget=0,
+                                                    describe="colour_layout", describe_options={}))
+
+    def _frame_pdus(self, image: np.ndarray, key_mask: np.ndarray, quality: int) -> list[bytes]:
+        def make():
+            self.tile_encoder.key_codec = registry.create("key", ROI_KEY_CODEC, quality=quality)
+            encoded = self.tile_encoder.encode(image, key_mask=key_mask)
+            encoded.frame.text = b""            # no text: the background is the WebP file
+            return encoded.frame.to_pdus(self.config.pdu_bytes)
+        return self._memoised(image, ("key", quality), make)
+
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
+        background = self.largest_file(
+            image, lambda chunks: symbols_of(chunks, mcs) <= ROI_BACKGROUND_SHARE * budget_symbols)
+        bg_chunks = background[2] if background else []
+        left = budget_symbols - symbols_of(bg_chunks, mcs)
+        key = largest_fitting(1, 100, lambda q: (lambda p: p if symbols_of(p, mcs) <= left else None)(
+            self._frame_pdus(image, key_mask, q))) if key_mask.any() else None
+        key_pdus = key[1] if key else []
+        if not key_pdus and not bg_chunks:
+            return Payload([], 0, {"quality": 0, "scale": 0}, (image, 0))
+        pdus = bg_chunks + key_pdus
+        rate = {"quality": key[0] if key else 0, "background_quality": background[1] if background else 0,
+                "scale": background[0] if background else 0}
+        return Payload(pdus, symbols_of(pdus, mcs), rate, (image, len(bg_chunks)))
+
+    def reconstruct(self, payload: Payload, delivery) -> Outcome:
+        image, bg_count = payload.state
+        bg_sent = set(payload.pdus[:bg_count])
+        bg_chunks = [p for p in delivery.delivered if p in bg_sent]
+        shown = self.decode_file(file_from_chunks(bg_chunks, bg_count), image.shape) if bg_count else None
+        frames = []
+        assembler = FrameAssembler()
+        for p in delivery.delivered:
+            if p not in bg_sent:
+                frames += assembler.push(p)
+        frames += assembler.flush_all()
+        if shown is None and not frames:
+            return Outcome(grey_like(image), True, {})
+        shown = grey_like(image) if shown is None else shown.copy()
+        if frames:
+            frame = frames[0]
+            codec = registry.create("key", ROI_KEY_CODEC)
+            key_mask = frame.key_mask()
+            for index, data in frame.key_tiles.items():
+                y0, x0, y1, x1 = frame.tile_box(index)
+                try:
+                    tile = codec.decode_tile(data, y1 - y0, x1 - x0)
+                except ValueError:
+                    continue
+                inside = key_mask[y0:y1, x0:x1]
+                shown[y0:y1, x0:x1][inside] = tile[inside]
+        return Outcome(shown, False, {})
+
+    def outcome_key(self, payload: Payload, delivery) -> Any:
+        return tuple(delivery.delivered)
+
+
+# --- DeepJSCC (analog) ------------------------------------------------------------------------------
 @dataclass
 class AnalogDelivery:
     """What the analog channel returns: the decoded image (None when nothing was sent); no PDUs."""
@@ -264,53 +426,93 @@ class AnalogDelivery:
     lost: int = 0
 
 
+def jscc_symbols(height: int, width: int) -> int:
+    """Channel symbols of DeepJSCC for an image, its framing (preamble, header, pilots) included."""
+    from semcom.codec import jscc
+    from semcom.radio import analog
+    from semcom.radio.analog_loopback import TILES_PER_FRAME
+
+    tiles = -(-height // jscc.TILE_PX) * -(-width // jscc.TILE_PX)
+    per_tile = jscc.symbols_for(jscc.TILE_PX, jscc.TILE_PX)
+    frames, last = divmod(tiles, TILES_PER_FRAME)
+    return frames * analog.channel_symbols_for(TILES_PER_FRAME * per_tile) + \
+        (analog.channel_symbols_for(last * per_tile) if last else 0)
+
+
+def jscc_repeated(image: np.ndarray, snr_db: float, repeats: int, fading: str, seed: int) -> np.ndarray:
+    """DeepJSCC with every symbol sent ``repeats`` times, combined by maximal-ratio combining (torch channel).
+
+    AWGN: the average of the copies, i.e. the SNR grows by 10 log10(repeats). Rayleigh: each copy of a tile
+    has its own gain h_i; the receiver combines sum(conj(h_i) y_i) / sum(|h_i|^2) and tells the decoder
+    the combined SNR, snr * sum(|h_i|^2).
+    """
+    import torch
+
+    from semcom.codec import jscc
+
+    model = jscc.load_model()
+    tiles, corners = jscc.split_tiles(image)
+    s = torch.from_numpy(jscc.encode_tiles(tiles, snr_db, model))
+    g = torch.Generator().manual_seed(seed)
+    n, k = s.shape
+    sigma = math.sqrt(10 ** (-snr_db / 10) / 2)
+    if fading == "awgn":
+        h = torch.ones(repeats, n, 1, dtype=torch.complex64)
+    else:
+        h = torch.complex(torch.randn(repeats, n, 1, generator=g), torch.randn(repeats, n, 1, generator=g)) / math.sqrt(2)
+    noise = torch.complex(torch.randn(repeats, n, k, generator=g), torch.randn(repeats, n, k, generator=g)) * sigma
+    received = h * s[None] + noise
+    gain = (h.abs() ** 2).sum(dim=0)                                  # (n, 1)
+    combined = (h.conj() * received).sum(dim=0) / gain
+    combined_snr_db = snr_db + 10 * np.log10(np.maximum(gain[:, 0].numpy(), 1e-12))
+    decoded = jscc.decode_tiles(combined.numpy(), combined_snr_db, jscc.TILE_PX, jscc.TILE_PX, model)
+    return jscc.join_tiles(decoded, corners, image.shape[0], image.shape[1])
+
+
 @register_scheme("deepjscc")
 class DeepJsccScheme(Scheme):
-    """DeepJSCC (semcom.codec.jscc): the whole image as power-normalised complex symbols, k/n = 1/16,
-    with the analog framing's preamble, header and pilots counted. If the image does not fit the
-    budget it is downscaled (x2, x4) and upscaled at the receiver. No cliff: quality follows the SNR."""
+    """DeepJSCC (semcom.codec.jscc): the whole image as power-normalised complex symbols (1/16 of the
+    real values, plus the analog framing), using the whole budget: below that rate the image is downscaled
+    (upscaled at the receiver); at twice it or more, every symbol is repeated and the copies combined (MRC).
+    No MCS, no cliff: quality follows the SNR. The flowgraph mode sends one copy at the combined SNR
+    (equivalent for AWGN)."""
 
-    def prepare(self, image: np.ndarray, budget_symbols: int, key_mask: np.ndarray) -> Payload:
-        from semcom.codec import jscc
-        from semcom.radio import analog
-        from semcom.radio.analog_loopback import TILES_PER_FRAME
+    digital = False
 
-        h, w = image.shape[:2]
-        per_tile = jscc.symbols_for(jscc.TILE_PX, jscc.TILE_PX)
-        for scale in SEPARATION_SCALES:
-            small = image if scale == 1 else np.asarray(
-                Image.fromarray(image).resize((max(1, w // scale), max(1, h // scale)), Image.LANCZOS))
-            tiles = len(jscc.split_tiles(small)[0])
-            frames, last = divmod(tiles, TILES_PER_FRAME)
-            symbols = frames * analog.channel_symbols_for(TILES_PER_FRAME * per_tile)
-            symbols += analog.channel_symbols_for(last * per_tile) if last else 0
+    def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs=None) -> Payload:
+        for factor in DOWNSCALE_FACTORS:
+            small = downscaled(image, factor)
+            symbols = jscc_symbols(*small.shape[:2])
             if symbols <= budget_symbols:
-                return Payload([], symbols, {"scale": scale}, (image, small))
-        return Payload([], 0, {"scale": 0}, (image, None))
+                repeats = max(1, budget_symbols // symbols) if factor == 1 else 1
+                return Payload([], symbols * repeats, {"scale": factor, "repeats": repeats}, (image, small, repeats))
+        return Payload([], 0, {"scale": 0, "repeats": 0}, (image, None, 0))
 
-    def transmit(self, payload: Payload, channel, snr_db: float, rng: np.random.Generator):
+    def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
         from semcom.radio.analog_loopback import jscc_transmit
 
-        image, small = payload.state
+        image, small, repeats = payload.state
         if small is None:
             return AnalogDelivery(None)
-        via = "flowgraph" if channel.mode == "flowgraph" else "torch"
-        return AnalogDelivery(jscc_transmit(small, snr_db, channel=channel.fading, via=via,
-                                            seed=int(rng.integers(0, 2**31 - 1))))
+        seed = int(rng.integers(0, 2**31 - 1))
+        if channel.mode == "flowgraph":
+            return AnalogDelivery(jscc_transmit(small, snr_db + 10 * math.log10(repeats), channel="awgn",
+                                                via="flowgraph", seed=seed))
+        return AnalogDelivery(jscc_repeated(small, snr_db, repeats, channel.fading, seed))
 
     def reconstruct(self, payload: Payload, delivery: AnalogDelivery) -> Outcome:
-        image, _ = payload.state
-        received = delivery.image
-        if received is None:
+        image = payload.state[0]
+        if delivery.image is None:
             return Outcome(grey_like(image), True, {})
-        if received.shape != image.shape:
-            received = np.asarray(Image.fromarray(received).resize((image.shape[1], image.shape[0]), Image.BICUBIC))
-        return Outcome(received, False, {})
+        return Outcome(resized(delivery.image, image.shape[1], image.shape[0], Image.BICUBIC), False, {})
 
     def outcome_key(self, payload: Payload, delivery) -> Any:
         return id(delivery)         # every noise realisation is a different image
 
 
+ABLATIONS = ("ours-nosketch", "ours-nogen")
+
+
 def default_schemes() -> list[str]:
-    names = ["semcom", "jpeg+fec", "webp+fec", "avif+fec", "deepjscc", "text-only"]
-    return [n for n in names if n != "avif+fec" or avif_available()]
+    names = ["ours", "jpeg", "webp", "avif", "roi-webp", "deepjscc", "text-only", *ABLATIONS]
+    return [n for n in names if n != "avif" or avif_available()]

@@ -1,34 +1,56 @@
-"""``semcom eval``: SNR sweeps at equal channel symbols per image, ours against classic baselines.
+"""``semcom eval``: every scheme at its best MCS, over SNR and channel bandwidth (CBR), on unseen photos.
 
-For every image x scheme x SNR x seed one CSV row: bytes, channel symbols, PDUs sent/lost, whether the
-frame was lost, PSNR / SSIM / MS-SSIM / (ST-)LPIPS of the whole image and of the key region. Plots:
-each metric vs SNR, mean over images and seeds with a min..max band per scheme.
+For every image x scheme x CBR x MCS x SNR x seed the scheme fits its payload into the symbol budget
+``CBR x 3HW`` (complex channel symbols; every header, preamble, access code, CRC and FEC bit counts),
+crosses the channel and is scored. ``results_all_mcs.csv`` holds every MCS; ``results.csv`` one row per
+(image, scheme, snr_db, cbr, seed) at the scheme's best MCS for that image, SNR and CBR: the one with the
+highest mean over seeds of the selection metric (``--select-by``; default the mean of key-region and
+whole-image SSIM), the oracle a link-adapting radio approximates. ``--mcs NAME`` forces one MCS instead.
+DeepJSCC is analog: no MCS (``analog`` in the column).
 
-The key region used for the key-region metrics is the same for every scheme: the default saliency
-split of the image (DEFAULT_KEY_FRACTION) at the wire format's mask resolution. A lost frame (nothing
-decodable: both header copies of ours, or any PDU of a whole-image file) is scored as a mid-grey image.
+An MCS is skipped at an SNR (fast channel) when a faster MCS already loses under 0.1% of 1000-byte PDUs
+there: it sends fewer bytes over an equally clean link, so it cannot score higher (``--every-mcs`` scores
+it anyway).
+
+The key region used for the key-region metrics is the same for every scheme: the configured splitter's
+key mask at the wire format's mask resolution; the background is the rest. A frame that does not arrive
+is scored as what the receiver shows (mid-grey, ``schemes.LOST_FRAME_GREY``); ``delivered`` says whether it
+arrived, and the summary gives the delivered share beside every mean.
 
 Channel: ``fast`` drops PDUs with the packet error rates measured on the real flowgraph
-(semcom.eval.channel); ``flowgraph`` runs packet_tx -> channel_model -> packet_rx for every transmission.
+(``gr-semcom/per_table.json``, semcom.eval.channel); ``flowgraph`` runs packet_tx -> channel_model ->
+packet_rx for every transmission.
 """
 
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import re
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from semcom.codec.pipeline import PipelineConfig, coarse_mask
 from semcom.eval import metrics
-from semcom.eval.channel import CHANNEL_MODES, FADINGS, FastChannel, FlowgraphChannel, PerTable, per_table_for
+from semcom.eval.channel import CHANNEL_MODES, FADINGS, FastChannel, FlowgraphChannel, PerTable, shipped_per_table
 from semcom.eval.schemes import SCHEMES, default_schemes
 
-DEFAULT_SNR_GRID = "-4:14:2"
-DEFAULT_BUDGET_SYMBOLS = 120_000
+DEFAULT_SNR_GRID = "0,5,10,15"
+DEFAULT_CBRS = "1/96,1/48,1/24,1/12"
+DEFAULT_SEEDS = 2
+SELECTION_METRICS = ("mean_ssim", "key_ssim", "whole_ssim", "label_agree")
+CLEAN_PER = 1e-3                 # an MCS below this PER for a 1000-byte PDU makes every slower one pointless
+CLEAN_LENGTH_BYTES = 1000
+ANALOG = "analog"
+COLUMNS = ("image", "scheme", "snr_db", "cbr", "seed", "mcs", "symbols", "delivered", "key_psnr", "key_ssim",
+           "key_msssim", "key_stlpips", "whole_psnr", "whole_ssim", "whole_msssim", "whole_stlpips", "bg_psnr",
+           "bg_ssim", "bg_stlpips", "label_agree", "budget_symbols", "bytes", "pdus_sent", "pdus_lost", "quality",
+           "key_share", "generated_key_share", "text_lost", "channel", "channel_mode")
 
 
 def parse_snr_grid(text: str) -> list[float]:
@@ -44,6 +66,22 @@ def parse_snr_grid(text: str) -> list[float]:
         raise ValueError(f"--snr-db takes start:stop:step or a comma list, got {text!r}") from None
 
 
+def parse_cbrs(text: str) -> list[Fraction]:
+    """'1/96,1/24,0.05' -> channel bandwidth ratios (complex symbols per image / 3HW), each in (0, 1]."""
+    try:
+        cbrs = [Fraction(v.strip()).limit_denominator(100_000) for v in text.split(",") if v.strip()]
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--cbr takes a comma list of ratios like 1/24, got {text!r}") from None
+    if not cbrs or any(not 0 < c <= 1 for c in cbrs):
+        raise ValueError(f"every CBR must be in (0, 1], got {text!r}")
+    return cbrs
+
+
+def budget_symbols(cbr: Fraction, height: int, width: int) -> int:
+    """Complex channel symbols per image at ``cbr`` (the JSCC convention: symbols / (3 H W))."""
+    return int(cbr * 3 * height * width)
+
+
 def evaluation_key_mask(image: np.ndarray, config: PipelineConfig) -> np.ndarray:
     """(H, W) bool: the configured splitter's key region at mask-block resolution, as the wire carries it."""
     from semcom.codec import registry
@@ -54,223 +92,360 @@ def evaluation_key_mask(image: np.ndarray, config: PipelineConfig) -> np.ndarray
     return np.repeat(np.repeat(blocks, b, axis=0), b, axis=1)[: image.shape[0], : image.shape[1]]
 
 
+class Reference:
+    """One original image, prepared once for scoring many received versions of it."""
+
+    def __init__(self, image: np.ndarray, key_mask: np.ndarray):
+        from semcom.codec.describe import mobilenet_v2
+
+        self.image, self.key_mask, self.background = image, key_mask, ~key_mask
+        self.lpips = metrics.lpips_model()
+        self.features = self.lpips.features(image)
+        self.classifier = mobilenet_v2.shared_model()
+        self.label = self._top1(image)
+
+    def _top1(self, image: np.ndarray) -> int:
+        from semcom.codec.describe import mobilenet_v2
+
+        return int(np.argmax(mobilenet_v2.classify(self.classifier, [image], num_threads=1)[0]))
+
+    def score(self, test: np.ndarray) -> dict[str, float]:
+        """Whole image, key region and background: PSNR, SSIM (Wang), MS-SSIM, (ST-)LPIPS; top-1 label agreement."""
+        ref, key, bg = self.image, self.key_mask, self.background
+        masks = [m for m in (key, bg) if m.any()]
+        whole_ssim, ssim_full = metrics.ssim_map(ref, test)
+        whole_lpips, regions = self.lpips.distances(self.features, test, masks)
+        region_lpips = dict(zip([id(m) for m in masks], regions))
+        nan = float("nan")
+
+        def region(mask, fn):
+            return fn(mask) if mask.any() else nan
+
+        return {
+            "key_psnr": region(key, lambda m: metrics.psnr_db(ref, test, m)),
+            "key_ssim": region(key, lambda m: float(ssim_full[m].mean())),
+            "key_msssim": region(key, lambda m: metrics.ms_ssim(ref, test, m)),
+            "key_stlpips": region_lpips.get(id(key), nan),
+            "whole_psnr": metrics.psnr_db(ref, test), "whole_ssim": whole_ssim,
+            "whole_msssim": metrics.ms_ssim(ref, test), "whole_stlpips": whole_lpips,
+            "bg_psnr": region(bg, lambda m: metrics.psnr_db(ref, test, m)),
+            "bg_ssim": region(bg, lambda m: float(ssim_full[m].mean())),
+            "bg_stlpips": region_lpips.get(id(bg), nan),
+            "label_agree": float(self._top1(test) == self.label),
+        }
+
+
 @dataclass
 class SweepConfig:
     images: list[Path]
     snr_db: list[float]
-    budget_symbols: int = DEFAULT_BUDGET_SYMBOLS
-    seeds: int = 3
+    cbr: list[Fraction]
+    seeds: int = DEFAULT_SEEDS
     fading: str = "awgn"
     channel_mode: str = "fast"
     schemes: tuple[str, ...] = ()
-    modulation: str = "qpsk"
-    fec_code: str = "cc"
+    mcs: str | None = None                 # force one MCS (fixed-MCS results) instead of the best per SNR
+    select_by: str = "mean_ssim"
+    every_mcs: bool = False
     out: Path = Path("out/eval")
     progress: bool = True
-    per_table: PerTable | None = None      # fast channel: this table instead of the shipped/measured one
+    jobs: int = 1
+    per_table: PerTable | None = None      # fast channel: this table instead of the shipped one
 
 
-def _lpips_column(name: str) -> str:
-    return name.replace("-", "_")
+def _selection_score(row: dict, select_by: str) -> float:
+    if select_by == "mean_ssim":
+        return (row["key_ssim"] + row["whole_ssim"]) / 2 if row["key_ssim"] == row["key_ssim"] else row["whole_ssim"]
+    return row[select_by]
 
 
-def _quality(reference: np.ndarray, test: np.ndarray, key_mask: np.ndarray, ref_features) -> dict[str, float]:
-    model = metrics.lpips_model()
-    column = _lpips_column(model.name)
-    whole_lpips, key_lpips = model.distance(ref_features, test, key_mask)
-    return {
-        "psnr_db": metrics.psnr_db(reference, test), "ssim": metrics.ssim(reference, test),
-        "ms_ssim": metrics.ms_ssim(reference, test), column: whole_lpips,
-        "key_psnr_db": metrics.psnr_db(reference, test, key_mask), "key_ssim": metrics.ssim(reference, test, key_mask),
-        "key_ms_ssim": metrics.ms_ssim(reference, test, key_mask), f"key_{column}": key_lpips,
-    }
+class _ImageEvaluator:
+    """Scores one image under every scheme, CBR, MCS, SNR and seed (one per worker process)."""
+
+    def __init__(self, cfg: SweepConfig, table: PerTable | None):
+        from semcom.radio.mcs import MCS_TABLE, mcs_by_name
+
+        self.cfg, self.table = cfg, table
+        self.config = PipelineConfig()
+        self.channel = FastChannel(table, cfg.fading) if cfg.channel_mode == "fast" else FlowgraphChannel(fading=cfg.fading)
+        self.schemes = [SCHEMES[n](self.config) for n in (cfg.schemes or default_schemes())]
+        self.mcs_rows = [mcs_by_name(cfg.mcs)] if cfg.mcs else list(MCS_TABLE)
+
+    def _mcs_to_score(self, snr_db: float) -> list:
+        """The MCS rows worth scoring at ``snr_db``: from the fastest clean one upwards (see module doc)."""
+        if self.cfg.every_mcs or self.cfg.mcs or self.table is None:
+            return self.mcs_rows
+        clean = [i for i, m in enumerate(self.mcs_rows)
+                 if float(self.table.packet_error_rate(m.name, CLEAN_LENGTH_BYTES, snr_db)) < CLEAN_PER]
+        return self.mcs_rows[max(clean):] if clean else self.mcs_rows
+
+    def evaluate(self, index: int, path: Path, progress=None) -> list[dict]:
+        from semcom.codec.imageio import load_image
+
+        cfg = self.cfg
+        image = load_image(path)
+        h, w = image.shape[:2]
+        key_mask = evaluation_key_mask(image, self.config)
+        reference = Reference(image, key_mask)
+        rows = []
+        scored: dict = {}
+        for scheme_index, scheme in enumerate(self.schemes):
+            for cbr in cfg.cbr:
+                budget = budget_symbols(cbr, h, w)
+                for mcs in (self.mcs_rows if scheme.digital else [None]):
+                    snrs = [s for s in cfg.snr_db if mcs is None or mcs in self._mcs_to_score(s)]
+                    if not snrs:
+                        continue
+                    payload = scheme.prepare(image, key_mask, budget, mcs)
+                    payload_key = hash(tuple(payload.pdus)) if scheme.digital else id(payload)
+                    for snr_index, snr in enumerate(cfg.snr_db):
+                        if snr not in snrs:
+                            continue
+                        for seed in range(cfg.seeds):
+                            rng = np.random.default_rng([seed, index, snr_index, scheme_index])
+                            delivery = scheme.transmit(payload, self.channel, mcs, snr, rng)
+                            key = (scheme.name, payload_key, scheme.outcome_key(payload, delivery))
+                            if key not in scored:
+                                outcome = scheme.reconstruct(payload, delivery)
+                                scored[key] = (outcome, reference.score(outcome.image))
+                            outcome, quality = scored[key]
+                            rows.append({
+                                "image": Path(path).name, "scheme": scheme.name, "snr_db": snr, "cbr": str(cbr),
+                                "seed": seed, "mcs": mcs.name if mcs else ANALOG, "symbols": payload.channel_symbols,
+                                "delivered": int(not outcome.frame_lost), **quality, "budget_symbols": budget,
+                                "bytes": payload.bytes, "pdus_sent": delivery.sent, "pdus_lost": delivery.lost,
+                                "quality": payload.rate.get("quality", ""), "key_share": round(float(key_mask.mean()), 4),
+                                "generated_key_share": outcome.info.get("generated_key_share", ""),
+                                "text_lost": outcome.info.get("text_lost", ""), "channel": cfg.fading,
+                                "channel_mode": cfg.channel_mode,
+                            })
+                    if progress:
+                        progress()
+        return rows
+
+    def units(self) -> int:
+        """Progress units per image: (scheme, CBR, MCS) payloads."""
+        return sum(len(self.cfg.cbr) * (len(self.mcs_rows) if s.digital else 1) for s in self.schemes)
+
+
+_WORKER: _ImageEvaluator | None = None
+
+
+def _init_worker(cfg: SweepConfig, table: PerTable | None) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER = _ImageEvaluator(cfg, table)
+
+
+def _evaluate_in_worker(task):
+    index, path = task
+    return _WORKER.evaluate(index, path)
+
+
+def best_mcs_rows(rows: list[dict], select_by: str) -> list[dict]:
+    """Per (image, scheme, snr, cbr): the rows of the MCS with the highest mean selection score over seeds
+    (the most robust MCS on ties)."""
+    from semcom.radio.mcs import MCS_NAMES
+
+    order = {name: i for i, name in enumerate((*MCS_NAMES, ANALOG))}
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[(r["image"], r["scheme"], r["snr_db"], r["cbr"])][r["mcs"]].append(r)
+    best = []
+    for by_mcs in groups.values():
+        name = max(sorted(by_mcs, key=order.get),
+                   key=lambda m: np.mean([_selection_score(r, select_by) for r in by_mcs[m]]))
+        best += by_mcs[name]
+    return best
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
 
 
 def run_sweep(cfg: SweepConfig) -> Path:
-    """Runs the sweep, writes results.csv, the plots and summary.md into ``cfg.out``; returns the CSV path."""
+    """Runs the sweep, writes results.csv, results_all_mcs.csv, the plots and summary.md into ``cfg.out``."""
     from tqdm import tqdm
-
-    from semcom.codec.imageio import load_image
-    from semcom.radio.pdu_link import PhyConfig
 
     if cfg.fading not in FADINGS:
         raise ValueError(f"unknown channel {cfg.fading!r}; choose one of {FADINGS}")
     if cfg.channel_mode not in CHANNEL_MODES:
         raise ValueError(f"unknown channel mode {cfg.channel_mode!r}; choose one of {CHANNEL_MODES}")
-    names = list(cfg.schemes) or default_schemes()
-    unknown = [n for n in names if n not in SCHEMES]
+    if cfg.select_by not in SELECTION_METRICS:
+        raise ValueError(f"unknown selection metric {cfg.select_by!r}; choose one of {SELECTION_METRICS}")
+    unknown = [n for n in cfg.schemes if n not in SCHEMES]
     if unknown:
         raise ValueError(f"unknown schemes {unknown}; known: {sorted(SCHEMES)}")
+    if cfg.mcs:
+        from semcom.radio.mcs import mcs_by_name
+
+        mcs_by_name(cfg.mcs)
+    if not cfg.images:
+        raise ValueError("no images to evaluate")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = PipelineConfig()
-    phy = PhyConfig(modulation=cfg.modulation, fec_code=cfg.fec_code, mtu_bytes=max(1500, config.pdu_bytes))
-    if cfg.channel_mode == "fast":
-        table = cfg.per_table or per_table_for(phy, cache_dir=out, progress=lambda snr, per: print(
-            f"measuring PER on the flowgraph: {snr:+.0f} dB {np.round(per, 3).tolist()}", flush=True))
-        channel = FastChannel(table, cfg.fading)
-    else:
-        channel = FlowgraphChannel(phy, cfg.fading)
-    schemes = [SCHEMES[n](phy, config) for n in names]
-    model = metrics.lpips_model()
-    lpips_col = _lpips_column(model.name)
-
-    rows: list[dict] = []
-    total = len(cfg.images) * len(schemes) * len(cfg.snr_db) * cfg.seeds
-    bar = tqdm(total=total, unit="run", disable=not cfg.progress, dynamic_ncols=True)
+    table = cfg.per_table or (shipped_per_table() if cfg.channel_mode == "fast" else _optional_table())
     started = time.monotonic()
-    for image_index, path in enumerate(cfg.images):
-        image = load_image(path)
-        key_mask = evaluation_key_mask(image, config)
-        ref_features = model.features(image)
-        for scheme_index, scheme in enumerate(schemes):
-            bar.set_description(f"{Path(path).stem} {scheme.name}")
-            payload = scheme.prepare(image, cfg.budget_symbols, key_mask)
-            scored: dict = {}
-            for snr_index, snr in enumerate(cfg.snr_db):
-                for seed in range(cfg.seeds):
-                    rng = np.random.default_rng([seed, image_index, snr_index, scheme_index])
-                    delivery = scheme.transmit(payload, channel, snr, rng)
-                    key = scheme.outcome_key(payload, delivery)
-                    if key not in scored:
-                        outcome = scheme.reconstruct(payload, delivery)
-                        scored[key] = (outcome, _quality(image, outcome.image, key_mask, ref_features))
-                    outcome, quality = scored[key]
-                    rows.append({
-                        "image": Path(path).name, "scheme": scheme.name, "snr_db": snr, "seed": seed,
-                        "channel": cfg.fading, "channel_mode": cfg.channel_mode, "modulation": cfg.modulation,
-                        "fec": cfg.fec_code, "budget_symbols": cfg.budget_symbols,
-                        "bytes": payload.bytes, "channel_symbols": payload.channel_symbols,
-                        "quality": payload.rate.get("quality", ""), "key_fraction": payload.rate.get("key_fraction", ""),
-                        "scale": payload.rate.get("scale", ""), "pdus_sent": delivery.sent, "pdus_lost": delivery.lost,
-                        "frame_lost": int(outcome.frame_lost), "key_share": round(float(key_mask.mean()), 4),
-                        **{k: round(v, 5) for k, v in quality.items()},
-                        "generated_key_share": outcome.info.get("generated_key_share", ""),
-                        "text_lost": outcome.info.get("text_lost", ""),
-                    })
-                    bar.update(1)
-    bar.close()
+    rows: list[dict] = []
+    if cfg.jobs <= 1 or len(cfg.images) == 1:
+        evaluator = _ImageEvaluator(cfg, table)
+        with tqdm(total=evaluator.units() * len(cfg.images), unit="payload", disable=not cfg.progress,
+                  dynamic_ncols=True) as bar:
+            for index, path in enumerate(cfg.images):
+                bar.set_description(Path(path).stem)
+                rows += evaluator.evaluate(index, path, progress=lambda: bar.update(1))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(cfg.jobs, initializer=_init_worker, initargs=(cfg, table)) as pool, \
+                tqdm(total=len(cfg.images), unit="image", disable=not cfg.progress, dynamic_ncols=True) as bar:
+            for image_rows in pool.imap_unordered(_evaluate_in_worker, list(enumerate(cfg.images))):
+                rows += image_rows
+                bar.update(1)
+    rows.sort(key=lambda r: (r["image"], r["scheme"], float(Fraction(r["cbr"])), r["snr_db"], r["mcs"], r["seed"]))
+    best = best_mcs_rows(rows, cfg.select_by)
+    best.sort(key=lambda r: (r["image"], r["scheme"], float(Fraction(r["cbr"])), r["snr_db"], r["seed"]))
+    _write_csv(rows, out / "results_all_mcs.csv")
     csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_curves(rows, out, lpips_col, cfg)
-    (out / "summary.md").write_text(summary_table(rows, lpips_col) + "\n")
-    print(f"wrote {csv_path} ({len(rows)} rows), curves.png, frame_lost.png, summary.md in {out} "
-          f"({time.monotonic() - started:.0f} s)")
+    _write_csv(best, csv_path)
+    elapsed = time.monotonic() - started
+    plot_curves(best, out, cfg)
+    (out / "summary.md").write_text(summary_markdown(best, cfg, elapsed) + "\n")
+    print(f"wrote {csv_path} ({len(best)} rows; every MCS: results_all_mcs.csv, {len(rows)} rows), "
+          f"curves_snr.png, curves_cbr.png, summary.md in {out} ({elapsed:.0f} s)")
     return csv_path
 
 
-def _grouped(rows: list[dict], column: str):
-    """scheme -> (snrs, mean, min, max) of ``column`` over images and seeds."""
-    result = {}
-    for scheme in dict.fromkeys(r["scheme"] for r in rows):
-        snrs = sorted({r["snr_db"] for r in rows if r["scheme"] == scheme})
-        values = [[float(r[column]) for r in rows if r["scheme"] == scheme and r["snr_db"] == s] for s in snrs]
-        result[scheme] = (np.array(snrs), np.array([np.mean(v) for v in values]),
-                          np.array([np.min(v) for v in values]), np.array([np.max(v) for v in values]))
-    return result
+def _optional_table() -> PerTable | None:
+    try:
+        return shipped_per_table()
+    except Exception:
+        return None
 
 
-def plot_curves(rows: list[dict], out: Path, lpips_col: str, cfg: SweepConfig) -> None:
+def _mean(rows: list[dict], column: str) -> float:
+    values = [float(r[column]) for r in rows if r[column] == r[column]]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _schemes_in(rows):
+    return list(dict.fromkeys(r["scheme"] for r in rows))
+
+
+def plot_curves(rows: list[dict], out: Path, cfg: SweepConfig) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lpips_label = "ST-LPIPS" if lpips_col == "st_lpips" else "LPIPS"
-    columns = [("psnr_db", "PSNR (dB)"), ("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), (lpips_col, f"{lpips_label} (lower is better)")]
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7), sharex=True)
-    for row, prefix in enumerate(("", "key_")):
-        for col, (metric, label) in enumerate(columns):
-            ax = axes[row][col]
-            for scheme, (snrs, mean, lo, hi) in _grouped(rows, prefix + metric).items():
-                line, = ax.plot(snrs, mean, marker="o", markersize=3, label=scheme)
-                ax.fill_between(snrs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
-            ax.set_title(("key region " if prefix else "whole image ") + label, fontsize=10)
-            ax.grid(alpha=0.3)
-            if row == 1:
-                ax.set_xlabel("Es/N0 (dB)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{cfg.fading.upper()}, {cfg.modulation.upper()} + {cfg.fec_code}, budget {cfg.budget_symbols} channel "
-                 f"symbols/image, {len(cfg.images)} images x {cfg.seeds} seeds ({cfg.channel_mode} channel). "
-                 "Line: mean, band: min..max. A lost frame is scored as a mid-grey image.", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=72)
-    plt.close(fig)
+    lpips_label = "ST-LPIPS" if metrics.lpips_model().name == "st-lpips" else "LPIPS"
+    panels = [("key_ssim", "key-region SSIM"), ("whole_ssim", "whole-image SSIM"),
+              ("whole_stlpips", f"whole-image {lpips_label} (lower is better)"), ("label_agree", "top-1 label agreement")]
+    cbrs = sorted({r["cbr"] for r in rows}, key=lambda c: float(Fraction(c)))
+    snrs = sorted({r["snr_db"] for r in rows})
+    note = (f"{len(cfg.images)} images x {cfg.seeds} seeds, {cfg.fading.upper()}, {cfg.channel_mode} channel, "
+            f"{'MCS ' + cfg.mcs if cfg.mcs else 'best MCS per scheme'}; a lost frame is scored as mid-grey")
+    for name, axis_values, axis_key, label, group_values, group_key, group_label in (
+            ("curves_snr.png", snrs, "snr_db", "Es/N0 (dB)", cbrs, "cbr", "CBR"),
+            ("curves_cbr.png", cbrs, "cbr", "CBR (complex symbols / 3HW)", snrs, "snr_db", "SNR dB")):
+        fig, axes = plt.subplots(len(panels), len(group_values), figsize=(3.6 * len(group_values), 2.6 * len(panels)),
+                                 squeeze=False, sharex=True)
+        for col, group in enumerate(group_values):
+            at = [r for r in rows if r[group_key] == group]
+            for row_index, (metric, title) in enumerate(panels):
+                ax = axes[row_index][col]
+                for scheme in _schemes_in(rows):
+                    points = [_mean([r for r in at if r["scheme"] == scheme and r[axis_key] == x], metric)
+                              for x in axis_values]
+                    xs = [float(Fraction(x)) if axis_key == "cbr" else x for x in axis_values]
+                    ax.plot(xs, points, marker="o", markersize=3, label=scheme)
+                if axis_key == "cbr":
+                    ax.set_xscale("log", base=2)
+                ax.set_title(f"{title}, {group_label} {group}", fontsize=8)
+                ax.grid(alpha=0.3)
+                if row_index == len(panels) - 1:
+                    ax.set_xlabel(label, fontsize=8)
+        axes[0][0].legend(fontsize=6)
+        fig.suptitle(note, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=70)
+        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for scheme, (snrs, mean, _, _) in _grouped(rows, "frame_lost").items():
-        ax.plot(snrs, mean, marker="o", markersize=3, label=scheme)
-    ax.set_xlabel("Es/N0 (dB)")
-    ax.set_ylabel("frames lost (share)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "frame_lost.png", dpi=72)
-    plt.close(fig)
 
-
-def summary_table(rows: list[dict], lpips_col: str, snrs: list[float] | None = None) -> str:
-    """Markdown: mean per scheme at a few SNRs (default: lowest, two middle, highest)."""
-    all_snrs = sorted({r["snr_db"] for r in rows})
-    if snrs is None:
-        picks = {0, len(all_snrs) // 3, 2 * len(all_snrs) // 3, len(all_snrs) - 1}
-        snrs = [all_snrs[i] for i in sorted(picks)]
-    label = "ST-LPIPS" if lpips_col == "st_lpips" else "LPIPS"
-    lines = [f"| scheme | Es/N0 dB | bytes | symbols | frames lost | PSNR | SSIM | MS-SSIM | {label} | "
-             f"key PSNR | key SSIM | key MS-SSIM | key {label} |", "|---|---:" + "|---:" * 11 + "|"]
-    for scheme in dict.fromkeys(r["scheme"] for r in rows):
-        for snr in snrs:
-            at = [r for r in rows if r["scheme"] == scheme and r["snr_db"] == snr]
-            if not at:
-                continue
-
-            def mean(column):
-                return float(np.mean([float(r[column]) for r in at]))
-
-            lines.append(f"| {scheme} | {snr:g} | {mean('bytes'):.0f} | {mean('channel_symbols'):.0f} | "
-                         f"{mean('frame_lost'):.0%} | {mean('psnr_db'):.2f} | {mean('ssim'):.3f} | {mean('ms_ssim'):.3f} | "
-                         f"{mean(lpips_col):.3f} | {mean('key_psnr_db'):.2f} | {mean('key_ssim'):.3f} | "
-                         f"{mean('key_ms_ssim'):.3f} | {mean('key_' + lpips_col):.3f} |")
+def summary_markdown(rows: list[dict], cfg: SweepConfig, elapsed_s: float) -> str:
+    """The tables the README shows: per CBR, each scheme's key-region SSIM and whole-image ST-LPIPS per SNR,
+    with the delivered share and the MCS chosen most often."""
+    lpips_label = "ST-LPIPS" if metrics.lpips_model().name == "st-lpips" else "LPIPS"
+    cbrs = sorted({r["cbr"] for r in rows}, key=lambda c: float(Fraction(c)))
+    snrs = sorted({r["snr_db"] for r in rows})
+    lines = [f"{len(cfg.images)} images x {cfg.seeds} seeds, {cfg.fading.upper()}, {cfg.channel_mode} channel, "
+             f"{'MCS ' + cfg.mcs if cfg.mcs else 'each scheme at its best MCS (by ' + cfg.select_by + ')'}, "
+             f"{elapsed_s:.0f} s. Cell: key-region SSIM / whole-image {lpips_label} / top-1 label agreement "
+             "(frames delivered, MCS chosen most often). A lost frame is scored as mid-grey."]
+    for cbr in cbrs:
+        lines += ["", f"**CBR {cbr}**", "", "| scheme | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
+                  "|---" + "|---" * len(snrs) + "|"]
+        for scheme in _schemes_in(rows):
+            cells = []
+            for snr in snrs:
+                at = [r for r in rows if r["scheme"] == scheme and r["cbr"] == cbr and r["snr_db"] == snr]
+                if not at:
+                    cells.append("")
+                    continue
+                mcs = Counter(r["mcs"] for r in at).most_common(1)[0][0]
+                cells.append(f"{_mean(at, 'key_ssim'):.3f} / {_mean(at, 'whole_stlpips'):.3f} / "
+                             f"{_mean(at, 'label_agree'):.2f} ({_mean(at, 'delivered'):.0%}, {mcs})")
+            lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cmd_eval(args) -> int:
+    from semcom.eval.photos import default_eval_photos_dir
     from semcom.finetune import image_files
-    from semcom.paths import bundled_photos
 
-    images = image_files(args.images) if args.images else bundled_photos()
+    folder = Path(args.images) if args.images else default_eval_photos_dir()
+    if not folder.is_dir():
+        raise SystemExit(f"semcom eval: no evaluation photos in {folder}; install them with "
+                         "`bash scripts/eval_photos.sh` or pass --images DIR")
+    images = image_files(folder)
     if args.limit:
         images = images[: args.limit]
-    cfg = SweepConfig(images=images, snr_db=parse_snr_grid(args.snr_db), budget_symbols=args.budget,
-                      seeds=args.seeds, fading=args.channel, channel_mode=args.channel_mode,
+    cfg = SweepConfig(images=images, snr_db=parse_snr_grid(args.snr_db), cbr=parse_cbrs(args.cbr), seeds=args.seeds,
+                      fading=args.channel, channel_mode="flowgraph" if args.flowgraph else args.channel_mode,
                       schemes=tuple(s for s in args.schemes.split(",") if s) if args.schemes else (),
-                      modulation=args.modulation, fec_code=args.fec, out=Path(args.out),
-                      progress=not args.no_progress)
+                      mcs=args.mcs, select_by=args.select_by, every_mcs=args.every_mcs, out=Path(args.out),
+                      progress=not args.no_progress, jobs=args.jobs)
     run_sweep(cfg)
     return 0
 
 
 def add_eval_parser(commands) -> None:
-    from semcom.radio.packet import FEC_CODES, MODULATIONS
+    from semcom.radio.mcs import MCS_NAMES
 
-    p = commands.add_parser("eval", help="SNR sweep at equal channel symbols per image: ours vs classic baselines",
+    p = commands.add_parser("eval", help="every scheme at its best MCS over SNR and CBR, on the evaluation photos",
                             description=__doc__)
-    p.add_argument("--images", help="folder of images (default: the bundled photos)")
+    p.add_argument("--images", help="folder of images (default: the evaluation photos of scripts/eval_photos.sh)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
     p.add_argument("--snr-db", default=DEFAULT_SNR_GRID, help="Es/N0 grid, start:stop:step (inclusive) or a,b,c")
+    p.add_argument("--cbr", default=DEFAULT_CBRS, help="channel bandwidth ratios, complex symbols per image / 3HW")
     p.add_argument("--channel", choices=FADINGS, default="awgn",
                    help="awgn, or rayleigh block fading (one power gain per PDU, ideal AGC)")
     p.add_argument("--channel-mode", choices=CHANNEL_MODES, default="fast",
                    help="fast: drop PDUs with the PER measured on the flowgraph; flowgraph: run it every time")
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET_SYMBOLS, help="channel symbols per image")
-    p.add_argument("--seeds", type=int, default=3, help="channel seeds per point (0..N-1)")
+    p.add_argument("--flowgraph", action="store_true", help="same as --channel-mode flowgraph")
+    p.add_argument("--mcs", choices=MCS_NAMES, help="every digital scheme on this MCS (default: each at its best)")
+    p.add_argument("--select-by", choices=SELECTION_METRICS, default="mean_ssim",
+                   help="what 'best MCS' maximises (mean over seeds); mean_ssim = (key SSIM + whole SSIM) / 2")
+    p.add_argument("--every-mcs", action="store_true", help="also score MCS that a faster clean MCS dominates")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="channel seeds per point (0..N-1)")
     p.add_argument("--schemes", help=f"comma list (default: {','.join(default_schemes())}); known: "
                                      f"{','.join(sorted(SCHEMES))}")
-    p.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
-    p.add_argument("--fec", choices=FEC_CODES, default="cc")
+    p.add_argument("--jobs", type=int, default=2, help="images evaluated in parallel (processes)")
     p.add_argument("--out", default="out/eval", help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Let "--snr-db -4:14:2" through: argparse takes only plain negative numbers for option values.
