@@ -178,3 +178,9 @@ def test_esrgan_upscales_forged_oversized_sketches_bicubically():
     assert out.shape == (400, 400, 3)
     tiny = generator.super_resolve(np.full((1, 1, 3), 90, np.uint8), 64, 40)
     assert tiny.shape == (40, 64, 3) and (tiny == 90).all()
+
+
+def test_esrgan_preset_selects_the_generator_and_the_default_sketch():
+    config = PipelineConfig.from_file(data_path("presets", "esrgan.yaml"))
+    assert config.generate == "esrgan" and config.sketch_budget == PipelineConfig().sketch_budget
+    assert PipelineConfig.from_file(data_path("presets", "default.json")) == PipelineConfig()
