@@ -147,3 +147,41 @@ def test_saliency_masks_have_no_holes_and_keep_their_share_bounds(crop, source):
     np.testing.assert_array_equal(mask, ndimage.binary_fill_holes(mask))
     assert MIN_KEY_SHARE <= mask.mean() <= MAX_KEY_SHARE
     assert ndimage.label(mask)[1] <= 3
+
+
+# --- rate: level_for_budget -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget", [1000, 2500, 6000])
+def test_level_for_budget_fills_the_budget_within_ten_percent_with_key_tiles(crop, budget):
+    from semcom.codec.rate import level_for_budget
+
+    mask = SemanticEncoder().splitter.split(crop)
+    fit = level_for_budget(crop, mask, budget)
+    assert 0.9 * budget <= fit.frame_bytes <= budget, (fit.frame_bytes, fit.key_options)
+    assert fit.frame_bytes == sum(map(len, fit.encoded.to_pdus()))
+    assert fit.encoded.frame.key_tiles and not fit.shrunk
+    recon = SemanticDecoder().decode(fit.encoded.frame)
+    assert recon.tiles_received == recon.tiles_expected > 0
+
+
+def test_level_for_budget_shrinks_the_key_region_instead_of_dropping_it(crop):
+    from semcom.codec.rate import level_for_budget
+
+    mask = SemanticEncoder().splitter.split(crop)
+    fit = level_for_budget(crop, mask, 450)
+    assert fit.shrunk and fit.frame_bytes <= 450
+    assert fit.encoded.frame.key_tiles, "the frame still carries key tiles"
+    assert fit.key_mask.any() and not (fit.key_mask & ~mask).any()
+    assert fit.key_mask.sum() < mask.sum()
+
+
+def test_key_levels_reach_below_0_15_bits_per_key_pixel(crop):
+    from semcom.codec.rate import KEY_LEVEL_BITS_PER_KEY_PIXEL, level_budget_bytes, level_for_budget
+
+    assert min(KEY_LEVEL_BITS_PER_KEY_PIXEL) <= 0.15
+    big = np.ascontiguousarray(np.tile(crop, (2, 2, 1)))            # 320x480: a photo-sized key region
+    mask = np.zeros(big.shape[:2], bool)
+    mask[40:280, 60:420] = True
+    fit = level_for_budget(big, mask, level_budget_bytes(mask, 2))
+    assert fit.frame_bytes * 8 / mask.sum() <= 0.15        # the whole frame, header copies and text included
+    assert not fit.shrunk and len(fit.encoded.frame.key_tiles) == len(fit.encoded.frame.key_tile_indices())
