@@ -11,6 +11,7 @@ import numpy as np
 
 from semcom.codec import registry
 from semcom.codec.imageio import load_image, save_png
+from semcom.codec.key.avif import DEFAULT_AVIF_QUALITY
 from semcom.codec.key.learned import DEFAULT_LEARNED_QUALITY
 from semcom.codec.pipeline import PipelineConfig
 from semcom.constants import DEFAULT_KEY_QUALITY, LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
@@ -155,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="channel sample-clock ratio")
     loop.add_argument("--seed", type=int, default=42, help="channel noise seed")
     loop.add_argument("--config", help="pipeline preset (JSON/YAML); default: built-in offline pipeline")
-    loop.add_argument("--key-quality", type=int, help="key codec quality: 1..8 for the default learned codec (default "
-                      f"{DEFAULT_LEARNED_QUALITY}), 1..100 for webp/jpeg (default {DEFAULT_KEY_QUALITY})")
+    loop.add_argument("--key-quality", type=int, help="key codec quality: 1..100 for the default avif codec (default "
+                      f"{DEFAULT_AVIF_QUALITY}) and webp/jpeg (default {DEFAULT_KEY_QUALITY}), 1..8 for learned "
+                      f"(default {DEFAULT_LEARNED_QUALITY}); semcom.codec.rate.level_for_budget picks it for a byte budget")
     region = loop.add_mutually_exclusive_group()
     region.add_argument("--mask", help="key mask image (non-zero = key), same size as the image")
     region.add_argument("--box", type=_box, help="key region as x,y,w,h pixels")
