@@ -312,6 +312,20 @@ def test_semcom_grc_says_what_is_missing_without_a_display():
     assert "no display" in run.stderr and "xvfb-run" in run.stderr
 
 
+@pytest.mark.parametrize("broken, error", [("require_version", ValueError("Namespace Gtk not available")),
+                                           ("require_foreign", ImportError("no cairo foreign struct"))])
+def test_semcom_grc_names_the_debian_packages_when_gtk_is_missing(monkeypatch, broken, error):
+    import gi
+
+    from semcom.companion import CompanionError, check_gui
+
+    def missing(*_args):
+        raise error
+    monkeypatch.setattr(gi, broken, missing)
+    with pytest.raises(CompanionError, match="apt-get install gir1.2-gtk-3.0 python3-gi-cairo"):
+        check_gui({"DISPLAY": ":0"})
+
+
 @pytest.mark.slow
 def test_gui_loopback_shows_received_images_and_the_slider_sets_the_channel(qt_app):
     """loopback_gui.py as GRC runs it: the image sink displays a received image with its figures, and
