@@ -90,10 +90,14 @@ def test_block_yaml_matches_python(path, qt_app):
     block = load_block(path)
     cls = make_callable(block)
     signature = inspect.signature(cls.__init__)
-    param_ids = [p["id"] for p in block["parameters"] if p["dtype"] != "gui_hint"]    # gui_hint places the widget
-    assert set(param_ids) <= signature.parameters.keys(), f"{cls.__name__}{signature}"
+    # gui_hint places the widget; mcs only picks modulation and fec_code in GRC
+    param_ids = [p["id"] for p in block["parameters"] if p["dtype"] != "gui_hint"]
+    assert set(param_ids) - {"mcs"} <= signature.parameters.keys(), f"{cls.__name__}{signature}"
     # every ${name} in make is a declared parameter, and every parameter reaches the constructor
-    used = set(re.findall(r"\$\{\s*(\w+)\s*\}", block["templates"]["make"])) - GRC_TEMPLATE_NAMES
+    make = block["templates"]["make"]
+    used = set(re.findall(r"\$\{\s*(\w+)\s*\}", make)) - GRC_TEMPLATE_NAMES
+    for expression in re.findall(r"\$\{([^}]*\bif\b[^}]*)\}", make):       # ${ a if mcs == 'custom' else mcs.a }
+        used |= set(re.findall(r"\b[a-z_]\w*\b", re.sub(r"'[^']*'", "", expression))) & set(param_ids)
     assert used == set(param_ids)
 
     instance = cls()    # every parameter has a default, so GRC's defaults build a block
@@ -193,6 +197,22 @@ def test_phy_dropdowns_list_what_the_phy_offers():
                 assert len(param["option_labels"]) == len(param["options"]), f"{path.name}: {param['id']}"
                 checked += 1
     assert checked == 6         # packet_tx, packet_rx, semantic_receiver
+
+
+def test_mcs_dropdowns_are_the_mcs_table():
+    """Each MCS entry sets the modulation and FEC of semcom.radio.mcs's row of that name."""
+    from semcom.radio.mcs import MCS_TABLE
+
+    checked = 0
+    for path in BLOCK_FILES:
+        for param in load_block(path)["parameters"]:
+            if param["id"] == "mcs":
+                rows = list(zip(param["options"], param["option_attributes"]["modulation"],
+                                param["option_attributes"]["fec_code"]))
+                assert rows[0] == ("custom", "", ""), path.name
+                assert rows[1:] == [(m.name, f'"{m.modulation}"', f'"{m.fec_code}"') for m in MCS_TABLE], path.name
+                checked += 1
+    assert checked == 3
 
 
 @pytest.mark.parametrize("path", BLOCK_FILES, ids=lambda p: p.name)
