@@ -184,3 +184,16 @@ def test_esrgan_preset_selects_the_generator_and_the_default_sketch():
     config = PipelineConfig.from_file(data_path("presets", "esrgan.yaml"))
     assert config.generate == "esrgan" and config.sketch_budget == PipelineConfig().sketch_budget
     assert PipelineConfig.from_file(data_path("presets", "default.json")) == PipelineConfig()
+
+
+def test_esrgan_adds_the_texture_grain_only_where_the_sketch_is_too_coarse():
+    import cv2
+
+    image = photo()
+    alpha = np.zeros(image.shape[:2], np.float32)
+    generator = registry.create("generate", "esrgan")
+    for scale, grain_expected in ((8, False), (16, True)):
+        thumb = cv2.resize(image, (160 // scale, 96 // scale), interpolation=cv2.INTER_AREA)
+        rough, smooth = (generator.generate(f"texture: {word}", image, alpha, seed=1, sketch=thumb)
+                         for word in ("rough", "smooth"))
+        assert (not np.array_equal(rough, smooth)) == grain_expected, scale
