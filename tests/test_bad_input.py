@@ -216,7 +216,7 @@ def test_cli_reports_bad_input_with_status_2(tmp_path, capsys, small):
         (["--config", tmp_path / "bad.yaml"], "not valid YAML"),
         (["--config", tmp_path / "nope.json"], "no key backend named 'nope'"),
         (["--config", tmp_path / "missing.json"], "No such file"),
-        (["--key-quality", "0"], "quality must be in 1..8"),
+        (["--key-quality", "0"], "quality must be in 1..100"),
     ]
     for extra, message in cases:
         status, err = run_cli(capsys, "--image", image, "--out", out, *extra)

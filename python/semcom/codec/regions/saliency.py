@@ -71,6 +71,7 @@ def refine_with_grabcut(image: np.ndarray, importance: np.ndarray, blob: np.ndar
     if not (seeds == cv2.GC_BGD).any() and not (seeds == cv2.GC_PR_BGD).any():
         return blob
     background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)          # GrabCut seeds its colour models by k-means on OpenCV's RNG: same image, same mask
     try:
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, background, foreground,
                     _GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
