@@ -44,6 +44,7 @@ from semcom.codec import registry  # noqa: E402
 from semcom.codec.imageio import load_image  # noqa: E402
 from semcom.codec.key.deblock import seam_ratio  # noqa: E402
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder, coarse_mask  # noqa: E402
+from semcom.codec.rate import OnceDescriber  # noqa: E402
 from semcom.eval.baselines import jpeg_at_key_psnr  # noqa: E402
 from semcom.eval.metrics import psnr_db, ssim  # noqa: E402
 
@@ -53,18 +54,6 @@ CODECS = {"learned": tuple(range(1, 9)), "avif": PILLOW_GRID, "webp": PILLOW_GRI
 BUDGETS_BITS_PER_KEY_PIXEL = (0.5, 1.0, 2.0)
 MASKS_DIR = ROOT / "gr-semcom" / "masks"
 
-
-class _OnceDescriber:
-    """The configured describer, run once per image: the text does not depend on the key codec."""
-
-    def __init__(self, describer):
-        self.describer, self.cache = describer, {}
-
-    def describe(self, image, key_mask):
-        key = (id(image), key_mask.tobytes())
-        if key not in self.cache:
-            self.cache[key] = self.describer.describe(image, key_mask)
-        return self.cache[key]
 
 
 class CodecLadder:
@@ -118,7 +107,7 @@ def rd_rows(name: str, image: np.ndarray, key_mask: np.ndarray, codecs=tuple(COD
             budgets=BUDGETS_BITS_PER_KEY_PIXEL, base: PipelineConfig | None = None) -> list[dict]:
     """One row per budget: each codec's point at that frame budget (None when nothing fits)."""
     base = base or PipelineConfig()
-    describer = _OnceDescriber(registry.create("describe", base.describe, **base.describe_options))
+    describer = OnceDescriber(registry.create("describe", base.describe, **base.describe_options))
     ladders = {c: CodecLadder(image, key_mask, c, describer, base) for c in codecs}
     frame_key = frame_key_mask(key_mask, base.mask_block_px)
     key_px = int(frame_key.sum())

@@ -46,7 +46,7 @@ def level_budget_bytes(key_mask: np.ndarray, level: int) -> int:
     return int(KEY_LEVEL_BITS_PER_KEY_PIXEL[level - 1] * int(np.count_nonzero(key_mask)) / 8)
 
 
-class _OnceDescriber:
+class OnceDescriber:
     """The text does not depend on the key codec's setting: describe each (image, mask) once."""
 
     def __init__(self, describer):
@@ -82,7 +82,7 @@ def level_for_budget(image: np.ndarray, mask: np.ndarray, budget_bytes: int,
     if not mask.any():
         raise ValueError("key mask is empty")
     encoder = SemanticEncoder(config)
-    encoder.describer = _OnceDescriber(encoder.describer)
+    encoder.describer = OnceDescriber(encoder.describer)
     base_options = {k: v for k, v in config.key_options.items() if k not in ("quality", "scale")}
     for setting in _settings(config.key):
         options = {**base_options, **setting}

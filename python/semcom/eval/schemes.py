@@ -30,6 +30,7 @@ from PIL import Image
 from semcom.codec import registry
 from semcom.codec.frame import FrameAssembler
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
+from semcom.codec.rate import OnceDescriber
 from semcom.constants import DEFAULT_KEY_FRACTION
 from semcom.eval.baselines import largest_fitting
 
@@ -131,20 +132,6 @@ class Scheme:
 
 
 # --- ours ------------------------------------------------------------------------------------------
-class _MemoisedDescriber:
-    """The describer's text depends on the image and key mask only, not on the key quality being searched:
-    describe each (image, mask) once instead of once per rate-search step."""
-
-    def __init__(self, describer):
-        self.describer, self._last = describer, (None, None, None)
-
-    def describe(self, image: np.ndarray, key_mask: np.ndarray) -> str:
-        mask_key = hash(np.packbits(key_mask).tobytes())
-        if self._last[0] is not image or self._last[1] != mask_key:
-            self._last = (image, mask_key, self.describer.describe(image, key_mask))
-        return self._last[2]
-
-
 class _SemanticBase(Scheme):
     """The semantic pipeline with ``config_overrides`` applied to the configured one."""
 
@@ -153,7 +140,7 @@ class _SemanticBase(Scheme):
     def __init__(self, config: PipelineConfig | None = None):
         super().__init__(replace(config or PipelineConfig(), **self.config_overrides))
         self.encoder = SemanticEncoder(self.config)
-        self.encoder.describer = _MemoisedDescriber(self.encoder.describer)
+        self.encoder.describer = OnceDescriber(self.encoder.describer)   # one text per rate search
         self.decoder = SemanticDecoder(self.config)
         self._configured_key_codec = self.encoder.key_codec
 
