@@ -89,6 +89,26 @@ def test_ssim_is_wangs_gaussian_window(chelsea):
     default = structural_similarity(chelsea, noisy, channel_axis=2, data_range=255)
     assert metrics.ssim(chelsea, noisy) == pytest.approx(wang, abs=1e-9)
     assert abs(wang - default) > 1e-3
+    odd = (slice(3, 200), slice(1, 290))          # odd sizes: the border handling must match too
+    _, skimage_map = structural_similarity(chelsea[odd], noisy[odd], channel_axis=2, data_range=255, full=True,
+                                           **metrics.SSIM_OPTIONS)
+    np.testing.assert_allclose(metrics.ssim_map(chelsea[odd], noisy[odd])[1], skimage_map.mean(axis=2), atol=1e-9)
+
+
+def test_stlpips_layers_compute_what_stlpips_defines():
+    """The max-pool and the fused first layer give what nn.MaxPool2d(3, stride=1) and the 11x11 convolution
+    followed by the blur give (up to float rounding)."""
+    import torch
+    import torch.nn.functional as F
+
+    backbone = metrics.lpips_model().net
+    x = torch.randn(1, 64, 37, 52, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(backbone.slice2[0](x), F.max_pool2d(x, 3, stride=1), rtol=0, atol=0)
+    for height, width in ((342, 512), (341, 511), (40, 25)):       # even, odd, a small one
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.no_grad():
+            unfused = backbone.slice1[1](F.conv2d(x, backbone.slice1[0].weight, backbone.slice1[0].bias, padding=2))
+            torch.testing.assert_close(backbone.first_layer(x), unfused, rtol=0, atol=2e-5)
 
 
 def test_ms_ssim_small_images_use_fewer_scales():
@@ -194,10 +214,10 @@ def test_rayleigh_loses_more_at_high_snr_and_less_at_low_snr():
 
 
 # --- schemes and the best-MCS rule ---------------------------------------------------------------------
-def test_best_mcs_is_the_highest_mean_over_seeds_and_the_most_robust_on_ties():
-    def row(mcs, seed, key, whole):
-        return {"image": "a", "scheme": "s", "snr_db": 5.0, "cbr": "1/24", "mcs": mcs, "seed": seed,
-                "key_ssim": key, "whole_ssim": whole}
+def test_best_mcs_is_the_highest_mean_over_images_and_seeds_and_the_most_robust_on_ties():
+    def row(mcs, seed, key, whole, image="a", delivered=1):
+        return {"image": image, "scheme": "s", "snr_db": 5.0, "cbr": "1/24", "mcs": mcs, "seed": seed,
+                "key_ssim": key, "whole_ssim": whole, "delivered": delivered}
 
     rows = [row("qpsk-r12", 0, 0.9, 0.7), row("qpsk-r12", 1, 0.5, 0.7),       # mean 0.7
             row("bpsk-r12", 0, 0.7, 0.6), row("bpsk-r12", 1, 0.7, 0.6),       # mean 0.65
@@ -205,6 +225,20 @@ def test_best_mcs_is_the_highest_mean_over_seeds_and_the_most_robust_on_ties():
     assert {r["mcs"] for r in best_mcs_rows(rows, "mean_ssim")} == {"qpsk-r12"}
     assert {r["mcs"] for r in best_mcs_rows(rows, "whole_ssim")} == {"qpsk-r12"}
     assert {r["mcs"] for r in best_mcs_rows(rows, "key_ssim")} == {"bpsk-r12"}
+    # One MCS for every image: image b's lucky qpsk-r34 draw does not get it its own choice.
+    pooled = [row("bpsk-r12", 0, 0.6, 0.6, "a"), row("bpsk-r12", 0, 0.6, 0.6, "b"),
+              row("qpsk-r34", 0, 0.3, 0.3, "a"), row("qpsk-r34", 0, 0.8, 0.8, "b")]
+    assert {(r["image"], r["mcs"]) for r in best_mcs_rows(pooled, "mean_ssim")} == {("a", "bpsk-r12"),
+                                                                                   ("b", "bpsk-r12")}
+
+
+def test_a_lost_frame_counts_zero_when_choosing_the_mcs():
+    """Scored as mid-grey, a lost frame can beat a scheme's own poor background; it must not win the MCS."""
+    rows = [{"image": "a", "scheme": "s", "snr_db": 5.0, "cbr": "1/24", "mcs": "bpsk-r12", "seed": 0,
+             "key_ssim": 0.2, "whole_ssim": 0.2, "delivered": 1},
+            {"image": "a", "scheme": "s", "snr_db": 5.0, "cbr": "1/24", "mcs": "qpsk-r12", "seed": 0,
+             "key_ssim": 0.3, "whole_ssim": 0.3, "delivered": 0}]
+    assert {r["mcs"] for r in best_mcs_rows(rows, "mean_ssim")} == {"bpsk-r12"}
 
 
 def test_every_digital_scheme_fits_the_budget_at_every_mcs(photos):

@@ -18,6 +18,7 @@ is scored.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import struct
@@ -132,25 +133,74 @@ class Scheme:
 
 
 # --- ours ------------------------------------------------------------------------------------------
+class TileMemo:
+    """A key codec whose ``encode_tile`` remembers its output by tile content.
+
+    The rate search re-encodes the same key tiles at a quality for every budget and MCS, and ``ours``,
+    ``ours-nosketch`` and ``ours-nogen`` code the same tiles: each distinct (codec setting, tile) is coded
+    once per process. Holds one image's tiles at a time (``use_image``), so memory stays at one image's
+    coded tiles per setting.
+    """
+
+    _store: dict = {}
+    _image = None
+
+    def __init__(self, codec, setting: tuple):
+        self.codec, self.setting = codec, setting
+
+    def __getattr__(self, name):
+        return getattr(self.codec, name)
+
+    @classmethod
+    def use_image(cls, image: np.ndarray) -> None:
+        if image is not cls._image:
+            cls._image = image
+            cls._store.clear()
+
+    def encode_tile(self, tile: np.ndarray) -> bytes:
+        tile = np.ascontiguousarray(tile)
+        key = (self.setting, tile.shape, hashlib.blake2b(tile.tobytes(), digest_size=16).digest())
+        if key not in self._store:
+            self._store[key] = self.codec.encode_tile(tile)
+        return self._store[key]
+
+
 class _SemanticBase(Scheme):
-    """The semantic pipeline with ``config_overrides`` applied to the configured one."""
+    """The semantic pipeline with ``config_overrides`` applied to the configured one.
+
+    Schemes with the same pipeline configuration (``ours`` and ``ours-nogen``) share their encodes.
+    """
 
     config_overrides: dict[str, Any] = {}
+    _shared_memos: dict[str, list] = {}
 
     def __init__(self, config: PipelineConfig | None = None):
         super().__init__(replace(config or PipelineConfig(), **self.config_overrides))
         self.encoder = SemanticEncoder(self.config)
         self.encoder.describer = OnceDescriber(self.encoder.describer)   # one text per rate search
         self.decoder = SemanticDecoder(self.config)
-        self._configured_key_codec = self.encoder.key_codec
+        self._configured_key_codec = self._memo_codec(None)
+        self._memo_slot = self._shared_memos.setdefault(repr(self.config), [None, {}])
+
+    def _memo_codec(self, quality: int | None):
+        c = self.config
+        options = c.key_options if quality is None else {**c.key_options, "quality": quality}
+        return TileMemo(registry.create("key", c.key, **options), (c.key, repr(sorted(options.items()))))
+
+    def _memoised(self, image: np.ndarray, key, make: Callable[[], Any]):
+        TileMemo.use_image(image)
+        slot = self._memo_slot
+        if image is not slot[0]:
+            slot[0], slot[1] = image, {}
+        if key not in slot[1]:
+            slot[1][key] = make()
+        return slot[1][key]
 
     def _pdus(self, image: np.ndarray, mask: np.ndarray, quality: int | None, fraction: float):
         def make():
-            c = self.config
-            self.encoder.key_codec = self._configured_key_codec if quality is None else \
-                registry.create("key", c.key, **{**c.key_options, "quality": quality})
+            self.encoder.key_codec = self._configured_key_codec if quality is None else self._memo_codec(quality)
             encoded = self.encoder.encode(image, key_mask=mask)
-            return encoded, encoded.to_pdus(c.pdu_bytes)
+            return encoded, encoded.to_pdus(self.config.pdu_bytes)
         return self._memoised(image, (quality, fraction), make)
 
     def _decode(self, payload: Payload, delivery):

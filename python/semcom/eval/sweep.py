@@ -3,10 +3,10 @@
 For every image x scheme x CBR x MCS x SNR x seed the scheme fits its payload into the symbol budget
 ``CBR x 3HW`` (complex channel symbols; every header, preamble, access code, CRC and FEC bit counts),
 crosses the channel and is scored. ``results_all_mcs.csv`` holds every MCS; ``results.csv`` one row per
-(image, scheme, snr_db, cbr, seed) at the scheme's best MCS for that image, SNR and CBR: the one with the
-highest mean over seeds of the selection metric (``--select-by``; default the mean of key-region and
-whole-image SSIM), the oracle a link-adapting radio approximates. ``--mcs NAME`` forces one MCS instead.
-DeepJSCC is analog: no MCS (``analog`` in the column).
+(image, scheme, snr_db, cbr, seed) at the scheme's best MCS for that SNR and CBR: the one with the highest
+mean, over all images and seeds, of the selection metric (``--select-by``; default the mean of key-region
+and whole-image SSIM; a frame that did not arrive counts 0 there), the choice a radio adapting to the SNR
+approximates. ``--mcs NAME`` forces one MCS instead. DeepJSCC is analog: no MCS (``analog`` in the column).
 
 An MCS is skipped at an SNR (fast channel) when a faster MCS already loses under 0.1% of 1000-byte PDUs
 there: it sends fewer bytes over an equally clean link, so it cannot score higher (``--every-mcs`` scores
@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import re
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -103,15 +104,18 @@ class Reference:
     """
 
     def __init__(self, image: np.ndarray, key_mask: np.ndarray):
-        from semcom.codec.describe import mobilenet_v2
-
         self.image, self.key_mask, self.background = image, key_mask, ~key_mask
-        self.lpips = metrics.lpips_model()
-        self.features = self.lpips.features(image)
-        self.classifier = mobilenet_v2.shared_model()
-        self.label = self._top1(image)
         self._fidelity: dict[int, dict] = {}
         self._perceptual: dict[int, dict] = {}
+        self.features = None            # the networks' view of the original: on the first perceptual score
+
+    def _prepare_perceptual(self) -> None:
+        from semcom.codec.describe import mobilenet_v2
+
+        self.lpips = metrics.lpips_model()
+        self.features = self.lpips.features(self.image)
+        self.classifier = mobilenet_v2.shared_model()
+        self.label = self._top1(self.image)
 
     def _top1(self, image: np.ndarray) -> int:
         from semcom.codec.describe import mobilenet_v2
@@ -127,12 +131,13 @@ class Reference:
         if digest not in self._fidelity:
             ref, key, bg = self.image, self.key_mask, self.background
             whole_ssim, ssim_full = metrics.ssim_map(ref, test)
+            whole_msssim, *key_msssim = metrics.ms_ssim_regions(ref, test, [None, key] if key.any() else [None])
             self._fidelity[digest] = {
                 "key_psnr": self._region(key, lambda m: metrics.psnr_db(ref, test, m)),
                 "key_ssim": self._region(key, lambda m: float(ssim_full[m].mean())),
-                "key_msssim": self._region(key, lambda m: metrics.ms_ssim(ref, test, m)),
+                "key_msssim": key_msssim[0] if key_msssim else float("nan"),
                 "whole_psnr": metrics.psnr_db(ref, test), "whole_ssim": whole_ssim,
-                "whole_msssim": metrics.ms_ssim(ref, test),
+                "whole_msssim": whole_msssim,
                 "bg_psnr": self._region(bg, lambda m: metrics.psnr_db(ref, test, m)),
                 "bg_ssim": self._region(bg, lambda m: float(ssim_full[m].mean())),
             }
@@ -142,6 +147,8 @@ class Reference:
         """(ST-)LPIPS of the whole image, key region and background (one forward pass); top-1 label agreement."""
         digest = hash(test.tobytes())
         if digest not in self._perceptual:
+            if self.features is None:
+                self._prepare_perceptual()
             masks = [m for m in (self.key_mask, self.background) if m.any()]
             whole, regions = self.lpips.distances(self.features, test, masks)
             by_mask = dict(zip((id(m) for m in masks), regions))
@@ -179,6 +186,10 @@ class SweepConfig:
 
 
 def _selection_score(row: dict, select_by: str) -> float:
+    """What the best-MCS rule maximises; a frame that did not arrive counts 0 (a radio that picks an MCS
+    wants the frame delivered: scored as grey, a loss could beat a scheme's own background)."""
+    if not row["delivered"]:
+        return 0.0
     if select_by == "mean_ssim":
         return (row["key_ssim"] + row["whole_ssim"]) / 2 if row["key_ssim"] == row["key_ssim"] else row["whole_ssim"]
     return row[select_by]
@@ -204,16 +215,20 @@ class _ImageEvaluator:
                  if float(self.table.packet_error_rate(m.name, CLEAN_LENGTH_BYTES, snr_db)) < CLEAN_PER]
         return self.mcs_rows[max(clean):] if clean else self.mcs_rows
 
-    def evaluate(self, index: int, path: Path, progress=None) -> list[dict]:
+    def fidelity_rows(self, index: int, path: Path, outcomes: Path, progress=None) -> list[dict]:
+        """Phase 1: every scheme, CBR, MCS, SNR and seed of one image, scored with the cheap metrics. Each
+        distinct received image is saved in ``outcomes`` (``_outcome`` in the row names it) for phase 2."""
         from semcom.codec.imageio import load_image
 
         cfg = self.cfg
         image = load_image(path)
         h, w = image.shape[:2]
         key_mask = evaluation_key_mask(image, self.config)
+        np.save(outcomes / f"{index}-mask.npy", key_mask)
         reference = Reference(image, key_mask)
         rows = []
         scored: dict = {}
+        saved: dict[int, str] = {}
         for scheme_index, scheme in enumerate(self.schemes):
             for cbr in cfg.cbr:
                 budget = budget_symbols(cbr, h, w)
@@ -232,9 +247,13 @@ class _ImageEvaluator:
                             key = (scheme.name, payload_key, scheme.outcome_key(payload, delivery))
                             if key not in scored:
                                 outcome = scheme.reconstruct(payload, delivery)
-                                scored[key] = (outcome, reference.fidelity(outcome.image))
-                            outcome, quality = scored[key]
-                            rows.append({"_outcome": outcome,
+                                digest = hash(outcome.image.tobytes())
+                                if digest not in saved:
+                                    saved[digest] = f"{index}-{len(saved)}.npy"
+                                    np.save(outcomes / saved[digest], outcome.image)
+                                scored[key] = (outcome, reference.fidelity(outcome.image), saved[digest])
+                            outcome, quality, outcome_file = scored[key]
+                            rows.append({"_outcome": outcome_file, "_index": index,
                                 "image": Path(path).name, "scheme": scheme.name, "snr_db": snr, "cbr": str(cbr),
                                 "seed": seed, "mcs": mcs.name if mcs else ANALOG, "symbols": payload.channel_symbols,
                                 "delivered": int(not outcome.frame_lost), **quality,
@@ -247,16 +266,20 @@ class _ImageEvaluator:
                             })
                     if progress:
                         progress()
-        # ST-LPIPS and label agreement (the costly metrics) only where they are reported: the best MCS.
-        for row in best_mcs_rows(rows, cfg.select_by):
-            row.update(reference.perceptual(row["_outcome"].image), _best=True)
-        for row in rows:
-            del row["_outcome"]
         return rows
 
     def units(self) -> int:
         """Progress units per image: (scheme, CBR, MCS) payloads."""
         return sum(len(self.cfg.cbr) * (len(self.mcs_rows) if s.digital else 1) for s in self.schemes)
+
+
+def perceptual_scores(index: int, path: Path, outcome_files: list[str], outcomes: Path) -> dict[str, dict]:
+    """Phase 2: ST-LPIPS and label agreement (the costly metrics) of one image's received images at the
+    chosen MCS, by outcome file."""
+    from semcom.codec.imageio import load_image
+
+    reference = Reference(load_image(path), np.load(outcomes / f"{index}-mask.npy"))
+    return {name: reference.perceptual(np.load(outcomes / name)) for name in outcome_files}
 
 
 _WORKER: _ImageEvaluator | None = None
@@ -270,20 +293,25 @@ def _init_worker(cfg: SweepConfig, table: PerTable | None) -> None:
     _WORKER = _ImageEvaluator(cfg, table)
 
 
-def _evaluate_in_worker(task):
-    index, path = task
-    return _WORKER.evaluate(index, path)
+def _fidelity_in_worker(task):
+    index, path, outcomes = task
+    return _WORKER.fidelity_rows(index, path, outcomes)
+
+
+def _perceptual_in_worker(task):
+    return task[0], perceptual_scores(*task)
 
 
 def best_mcs_rows(rows: list[dict], select_by: str) -> list[dict]:
-    """Per (image, scheme, snr, cbr): the rows of the MCS with the highest mean selection score over seeds
-    (the most robust MCS on ties)."""
+    """Per (scheme, snr, cbr): the rows of the MCS with the highest mean selection score over every image
+    and seed (the most robust MCS on ties). One MCS for all images, like a radio that adapts to the SNR: a
+    choice per image would pick the MCS whose one channel draw happened to be lucky."""
     from semcom.radio.mcs import MCS_NAMES
 
     order = {name: i for i, name in enumerate((*MCS_NAMES, ANALOG))}
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[(r["image"], r["scheme"], r["snr_db"], r["cbr"])][r["mcs"]].append(r)
+        groups[(r["scheme"], r["snr_db"], r["cbr"])][r["mcs"]].append(r)
     best = []
     for by_mcs in groups.values():
         name = max(sorted(by_mcs, key=order.get),
@@ -324,20 +352,39 @@ def run_sweep(cfg: SweepConfig) -> Path:
     table = cfg.per_table or (shipped_per_table() if cfg.channel_mode == "fast" else _optional_table())
     started = time.monotonic()
     rows: list[dict] = []
-    if cfg.jobs <= 1 or len(cfg.images) == 1:
-        evaluator = _ImageEvaluator(cfg, table)
-        with tqdm(total=evaluator.units() * len(cfg.images), unit="payload", disable=not cfg.progress,
-                  dynamic_ncols=True) as bar:
-            for index, path in enumerate(cfg.images):
-                bar.set_description(Path(path).stem)
-                rows += evaluator.evaluate(index, path, progress=lambda: bar.update(1))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(cfg.jobs, initializer=_init_worker, initargs=(cfg, table)) as pool, \
-                tqdm(total=len(cfg.images), unit="image", disable=not cfg.progress, dynamic_ncols=True) as bar:
-            for image_rows in pool.imap_unordered(_evaluate_in_worker, list(enumerate(cfg.images))):
-                rows += image_rows
-                bar.update(1)
+    tasks = list(enumerate(cfg.images))
+    with tempfile.TemporaryDirectory(prefix="semcom-eval-") as scratch:
+        outcomes = Path(scratch)
+        if cfg.jobs <= 1 or len(cfg.images) == 1:
+            evaluator = _ImageEvaluator(cfg, table)
+            with tqdm(total=evaluator.units() * len(cfg.images), unit="payload", disable=not cfg.progress,
+                      dynamic_ncols=True, desc="scoring every MCS") as bar:
+                for index, path in tasks:
+                    bar.set_description(Path(path).stem)
+                    rows += evaluator.fidelity_rows(index, path, outcomes, progress=lambda: bar.update(1))
+            best = best_mcs_rows(rows, cfg.select_by)
+            needed = _outcomes_needed(best)
+            scores = {i: perceptual_scores(i, path, needed.get(i, []), outcomes)
+                      for i, path in tqdm(tasks, unit="image", disable=not cfg.progress, dynamic_ncols=True,
+                                          desc="ST-LPIPS at the chosen MCS")}
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(cfg.jobs, initializer=_init_worker, initargs=(cfg, table)) as pool:
+                with tqdm(total=len(tasks), unit="image", disable=not cfg.progress, dynamic_ncols=True,
+                          desc="scoring every MCS") as bar:
+                    for image_rows in pool.imap_unordered(_fidelity_in_worker, [(i, p, outcomes) for i, p in tasks]):
+                        rows += image_rows
+                        bar.update(1)
+                best = best_mcs_rows(rows, cfg.select_by)
+                needed = _outcomes_needed(best)
+                scores = dict(tqdm(pool.imap_unordered(_perceptual_in_worker,
+                                                       [(i, p, needed.get(i, []), outcomes) for i, p in tasks]),
+                                   total=len(tasks), unit="image", disable=not cfg.progress, dynamic_ncols=True,
+                                   desc="ST-LPIPS at the chosen MCS"))
+    for row in best:
+        row.update(scores[row["_index"]][row["_outcome"]], _best=True)
+    for row in rows:
+        del row["_outcome"], row["_index"]
     rows.sort(key=lambda r: (r["image"], r["scheme"], float(Fraction(r["cbr"])), r["snr_db"], r["mcs"], r["seed"]))
     best = [r for r in rows if r.pop("_best", False)]
     _write_csv(rows, out / "results_all_mcs.csv")
@@ -349,6 +396,13 @@ def run_sweep(cfg: SweepConfig) -> Path:
     print(f"wrote {csv_path} ({len(best)} rows; every MCS: results_all_mcs.csv, {len(rows)} rows), "
           f"curves_snr.png, curves_cbr.png, summary.md in {out} ({elapsed:.0f} s)")
     return csv_path
+
+
+def _outcomes_needed(best: list[dict]) -> dict[int, list[str]]:
+    needed: dict[int, set] = defaultdict(set)
+    for row in best:
+        needed[row["_index"]].add(row["_outcome"])
+    return {i: sorted(names) for i, names in needed.items()}
 
 
 def _optional_table() -> PerTable | None:
@@ -409,14 +463,14 @@ def plot_curves(rows: list[dict], out: Path, cfg: SweepConfig) -> None:
 
 def summary_markdown(rows: list[dict], cfg: SweepConfig, elapsed_s: float) -> str:
     """The tables the README shows: per CBR, each scheme's key-region SSIM and whole-image ST-LPIPS per SNR,
-    with the delivered share and the MCS chosen most often."""
+    with the delivered share and the chosen MCS."""
     lpips_label = "ST-LPIPS" if metrics.lpips_model().name == "st-lpips" else "LPIPS"
     cbrs = sorted({r["cbr"] for r in rows}, key=lambda c: float(Fraction(c)))
     snrs = sorted({r["snr_db"] for r in rows})
     lines = [f"{len(cfg.images)} images x {cfg.seeds} seeds, {cfg.fading.upper()}, {cfg.channel_mode} channel, "
              f"{'MCS ' + cfg.mcs if cfg.mcs else 'each scheme at its best MCS (by ' + cfg.select_by + ')'}, "
              f"{elapsed_s:.0f} s. Cell: key-region SSIM / whole-image {lpips_label} / top-1 label agreement "
-             "(frames delivered, MCS chosen most often). A lost frame is scored as mid-grey."]
+             "(frames delivered, MCS chosen). A lost frame is scored as mid-grey."]
     for cbr in cbrs:
         lines += ["", f"**CBR {cbr}**", "", "| scheme | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
                   "|---" + "|---" * len(snrs) + "|"]
@@ -470,7 +524,7 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--flowgraph", action="store_true", help="same as --channel-mode flowgraph")
     p.add_argument("--mcs", choices=MCS_NAMES, help="every digital scheme on this MCS (default: each at its best)")
     p.add_argument("--select-by", choices=SELECTION_METRICS, default="mean_ssim",
-                   help="what 'best MCS' maximises (mean over seeds); mean_ssim = (key SSIM + whole SSIM) / 2")
+                   help="what 'best MCS' maximises (mean over images and seeds, a lost frame 0); mean_ssim = (key SSIM + whole SSIM) / 2")
     p.add_argument("--every-mcs", action="store_true", help="also score MCS that a faster clean MCS dominates")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="channel seeds per point (0..N-1)")
     p.add_argument("--schemes", help=f"comma list (default: {','.join(default_schemes())}); known: "
