@@ -16,6 +16,7 @@ import struct
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from semcom.codec.key.classical import _PillowTileCodec
 from semcom.codec.registry import register
@@ -129,3 +130,54 @@ class AvifTileCodec(_PillowTileCodec):
         if coded == (width, height):
             return tile
         return cv2.resize(tile, (width, height), interpolation=cv2.INTER_CUBIC)
+
+    def decode_tiles_at(self, items) -> list[np.ndarray | None]:
+        """[(payload, (y0, x0, y1, x1))] -> per item (y1-y0, x1-x0, 3) uint8, or None for a corrupt tile.
+
+        Tiles coded at 1/2 or 1/4 scale are put back into one small mosaic, deblocked there, and
+        upsampled together: a tile upsampled alone clamps at its own edges and blurs up to its border
+        only, which leaves a grid four times the width of the coding steps. Full-size tiles, and tiles
+        whose box is not on their scale's grid, are decoded one by one as ``decode_tile`` does."""
+        from semcom.codec.key.deblock import deblock_tile_borders
+
+        boxes = [tuple(int(v) for v in box) for _, box in items]
+        out: list[np.ndarray | None] = [None] * len(items)
+        small: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i, ((data, _), (y0, x0, y1, x1)) in enumerate(zip(items, boxes)):
+            height, width = y1 - y0, x1 - x0
+            try:
+                data = bytes(data)
+                coded = av1_still_size(data)
+                scale = {(-(-width // s), -(-height // s)): s for s in reversed(self.scales)}.get(coded)
+                if scale is None or height <= 0 or width <= 0:
+                    raise ValueError(f"AVIF tile is {coded[0]}x{coded[1]} (WxH), expected {width}x{height} "
+                                     f"or that divided by one of {self.scales[1:]}")
+                tile = super().decode_tile(avif_container(data, *coded), coded[1], coded[0])
+            except ValueError:
+                continue
+            if scale == 1:
+                out[i] = tile
+            elif y0 % scale or x0 % scale or height % scale or width % scale or min(y0, x0) < 0:
+                out[i] = cv2.resize(tile, (width, height), interpolation=cv2.INTER_CUBIC)
+            else:
+                small.setdefault(scale, []).append((i, tile))
+        for scale, tiles in small.items():
+            tile_px = max(max(boxes[i][2] - boxes[i][0], boxes[i][3] - boxes[i][1]) for i, _ in tiles)
+            rows = max(boxes[i][2] for i, _ in tiles) // scale
+            cols = max(boxes[i][3] for i, _ in tiles) // scale
+            mosaic = np.zeros((rows, cols, 3), np.uint8)
+            received = np.zeros((rows, cols), bool)
+            for i, tile in tiles:
+                y0, x0, y1, x1 = (v // scale for v in boxes[i])
+                mosaic[y0:y1, x0:x1] = tile
+                received[y0:y1, x0:x1] = True
+            if tile_px % scale == 0:
+                mosaic = deblock_tile_borders(mosaic, received, tile_px // scale)
+            # Where no tile arrived, repeat the nearest received pixel, as a lone tile's edge clamp does.
+            nearest = ndimage.distance_transform_edt(~received, return_distances=False, return_indices=True)
+            mosaic = mosaic[nearest[0], nearest[1]]
+            big = cv2.resize(mosaic, (cols * scale, rows * scale), interpolation=cv2.INTER_CUBIC)
+            for i, _ in tiles:
+                y0, x0, y1, x1 = boxes[i]
+                out[i] = np.ascontiguousarray(big[y0:y1, x0:x1])
+        return out
