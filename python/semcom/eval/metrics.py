@@ -14,13 +14,20 @@ PSNR_CEILING_DB = 100.0
 
 def psnr_db(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR in dB of uint8 images (H, W, 3); with ``mask`` (H, W) bool, over the masked pixels only."""
+    return psnr_regions(reference, test, [mask])[0]
+
+
+def psnr_regions(reference: np.ndarray, test: np.ndarray, masks: list[np.ndarray | None]) -> list[float]:
+    """``psnr_db`` over each of ``masks`` (None: the whole image) from one squared-error map."""
+    if any(m is not None and not m.any() for m in masks):
+        raise ValueError("PSNR over an empty mask is undefined")
     diff = reference.astype(np.float64) - test.astype(np.float64)
-    if mask is not None:
-        if not mask.any():
-            raise ValueError("PSNR over an empty mask is undefined")
-        diff = diff[mask]
-    mse = float(np.mean(diff**2))
-    return PSNR_CEILING_DB if mse == 0 else min(PSNR_CEILING_DB, 10.0 * np.log10(PEAK**2 / mse))
+    squared = diff * diff
+    out = []
+    for mask in masks:
+        mse = float(np.mean(squared if mask is None else squared[mask]))
+        out.append(PSNR_CEILING_DB if mse == 0 else min(PSNR_CEILING_DB, 10.0 * np.log10(PEAK**2 / mse)))
+    return out
 
 
 # Wang et al.'s SSIM: 11x11 Gaussian window of sigma 1.5, population covariances (as their reference code).

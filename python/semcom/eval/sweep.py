@@ -10,7 +10,7 @@ approximates. ``--mcs NAME`` forces one MCS instead. DeepJSCC is analog: no MCS 
 
 An MCS is skipped at an SNR (fast channel) when a faster MCS already loses under 0.1% of 1000-byte PDUs
 there: it sends fewer bytes over an equally clean link, so it cannot score higher (``--every-mcs`` scores
-it anyway). PSNR, SSIM and MS-SSIM are scored at every MCS; ST-LPIPS (a shift-tolerant AlexNet, ~13 GMAC
+it anyway). PSNR and SSIM are scored at every MCS; MS-SSIM, ST-LPIPS (a shift-tolerant AlexNet, ~10 GMAC
 per 512x320 image) and label agreement only at the chosen MCS (empty in results_all_mcs.csv elsewhere).
 
 The key region used for the key-region metrics is the same for every scheme: the configured splitter's
@@ -98,9 +98,10 @@ class Reference:
     """One original image, prepared once for scoring many received versions of it.
 
     Scores are cached by the received image's content (a grey lost frame, or the same full delivery on
-    several MCS, is scored once). ``fidelity`` (PSNR, SSIM, MS-SSIM) is cheap and scored for every MCS;
-    ``perceptual`` (ST-LPIPS, label agreement: one shift-tolerant AlexNet forward of ~13 GMAC and one
-    MobileNetV2 forward) only for the rows at the chosen MCS.
+    several MCS, is scored once). ``fidelity`` (PSNR, SSIM: what the MCS is chosen by) is cheap and scored
+    for every MCS; ``perceptual`` (MS-SSIM, ST-LPIPS, label agreement: a five-scale SSIM pyramid, one
+    shift-tolerant AlexNet forward of ~10 GMAC and one MobileNetV2 forward) only for the rows at the
+    chosen MCS.
     """
 
     def __init__(self, image: np.ndarray, key_mask: np.ndarray):
@@ -122,49 +123,43 @@ class Reference:
 
         return int(np.argmax(mobilenet_v2.classify(self.classifier, [image], num_threads=1)[0]))
 
-    def _region(self, mask: np.ndarray, fn) -> float:
-        return fn(mask) if mask.any() else float("nan")
-
     def fidelity(self, test: np.ndarray) -> dict[str, float]:
-        """PSNR, SSIM (Wang) and MS-SSIM of the whole image, the key region and the background (SSIM map once)."""
+        """PSNR and SSIM (Wang) of the whole image, the key region and the background (one SSIM map)."""
         digest = hash(test.tobytes())
         if digest not in self._fidelity:
-            ref, key, bg = self.image, self.key_mask, self.background
-            whole_ssim, ssim_full = metrics.ssim_map(ref, test)
-            whole_msssim, *key_msssim = metrics.ms_ssim_regions(ref, test, [None, key] if key.any() else [None])
-            self._fidelity[digest] = {
-                "key_psnr": self._region(key, lambda m: metrics.psnr_db(ref, test, m)),
-                "key_ssim": self._region(key, lambda m: float(ssim_full[m].mean())),
-                "key_msssim": key_msssim[0] if key_msssim else float("nan"),
-                "whole_psnr": metrics.psnr_db(ref, test), "whole_ssim": whole_ssim,
-                "whole_msssim": whole_msssim,
-                "bg_psnr": self._region(bg, lambda m: metrics.psnr_db(ref, test, m)),
-                "bg_ssim": self._region(bg, lambda m: float(ssim_full[m].mean())),
-            }
+            regions = [m for m in (self.key_mask, self.background) if m.any()]
+            whole_psnr, *region_psnr = metrics.psnr_regions(self.image, test, [None, *regions])
+            whole_ssim, ssim_full = metrics.ssim_map(self.image, test)
+            scores = {"whole_psnr": whole_psnr, "whole_ssim": whole_ssim}
+            for prefix, mask in (("key", self.key_mask), ("bg", self.background)):
+                scores[f"{prefix}_psnr"] = region_psnr.pop(0) if mask.any() else float("nan")
+                scores[f"{prefix}_ssim"] = float(ssim_full[mask].mean()) if mask.any() else float("nan")
+            self._fidelity[digest] = scores
         return self._fidelity[digest]
 
     def perceptual(self, test: np.ndarray) -> dict[str, float]:
-        """(ST-)LPIPS of the whole image, key region and background (one forward pass); top-1 label agreement."""
+        """MS-SSIM of the whole image and key region (one pyramid), (ST-)LPIPS of the whole image, key region
+        and background (one forward pass), top-1 label agreement."""
         digest = hash(test.tobytes())
         if digest not in self._perceptual:
             if self.features is None:
                 self._prepare_perceptual()
+            key = self.key_mask.any()
+            whole_msssim, *key_msssim = metrics.ms_ssim_regions(self.image, test, [None, self.key_mask] if key
+                                                                else [None])
             masks = [m for m in (self.key_mask, self.background) if m.any()]
             whole, regions = self.lpips.distances(self.features, test, masks)
             by_mask = dict(zip((id(m) for m in masks), regions))
             self._perceptual[digest] = {
+                "whole_msssim": whole_msssim, "key_msssim": key_msssim[0] if key else float("nan"),
                 "key_stlpips": by_mask.get(id(self.key_mask), float("nan")), "whole_stlpips": whole,
                 "bg_stlpips": by_mask.get(id(self.background), float("nan")),
                 "label_agree": float(self._top1(test) == self.label),
             }
         return self._perceptual[digest]
 
-    def score(self, test: np.ndarray) -> dict[str, float]:
-        """Every metric of ``COLUMNS`` for one received image."""
-        return {**self.fidelity(test), **self.perceptual(test)}
 
-
-PERCEPTUAL_COLUMNS = ("key_stlpips", "whole_stlpips", "bg_stlpips", "label_agree")
+PERCEPTUAL_COLUMNS = ("whole_msssim", "key_msssim", "key_stlpips", "whole_stlpips", "bg_stlpips", "label_agree")
 
 
 @dataclass
