@@ -7,6 +7,10 @@ Stages are timed by wrapping the backends the pipeline built (nothing is re-impl
 encode = regions | key (tile coding) | describe | text (compression) | sketch (thumbnail coding) | frame (the
 rest: masks, PDUs); decode = key (tile decoding) | text | generate (the sketch's super-resolution included) |
 frame (the rest: sketch decoding, blending, bookkeeping); "enc+dec" is the sum of the totals. Median of the repeats.
+
+A second table times the generators of ``--generators`` (``name`` or ``name:model``) on the same received
+frame, one after the other in each repeat, with the median of each one's time over the first one's: on a
+machine shared with other work the ratios hold where the milliseconds do not.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +76,8 @@ def measure(image: np.ndarray, config: PipelineConfig) -> tuple[dict, dict]:
     decoder._codec("key", frame.key_codec_id)        # build the codecs outside the timing
     decoder._codec("text", frame.text_codec_id)
     for (stage, codec_id), codec in list(decoder._codecs.items()):
-        method = "decode_tile" if stage == "key" else "decompress"
-        decoder._codecs[(stage, codec_id)] = _Timed(codec, stage, dec_clock, (method,))
+        methods = ("decode_tile", "decode_tiles_at") if stage == "key" else ("decompress",)
+        decoder._codecs[(stage, codec_id)] = _Timed(codec, stage, dec_clock, methods)
     decoder.generator = _Timed(decoder.generator, "generate", dec_clock, ("generate",))
     started = time.perf_counter()
     decoder.decode(frame)
@@ -81,10 +86,32 @@ def measure(image: np.ndarray, config: PipelineConfig) -> tuple[dict, dict]:
     return dict(enc_clock), dict(dec_clock)
 
 
+def generator_times(image: np.ndarray, config: PipelineConfig, generators: list[str], repeats: int) -> dict:
+    """generator spec -> [s per repeat] of SemanticDecoder.generator.generate on one frame of ``image``."""
+    frame = SemanticEncoder(config).encode(image).frame
+    decoders = {}
+    for spec in generators:
+        name, _, model = spec.partition(":")
+        decoders[spec] = SemanticDecoder(replace(config, generate=name, generate_options={"model": model} if model else {}))
+    clocks = {spec: [] for spec in generators}
+    for spec, decoder in decoders.items():
+        decoder.decode(frame)                                   # warm-up
+    for _ in range(repeats):
+        for spec, decoder in decoders.items():
+            clock = defaultdict(float)
+            decoder.generator = _Timed(decoder.generator._inner if isinstance(decoder.generator, _Timed)
+                                       else decoder.generator, "generate", clock, ("generate",))
+            decoder.decode(frame)
+            clocks[spec].append(clock["generate"])
+    return clocks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", help="pipeline preset (JSON/YAML); default: built-in offline pipeline")
+    parser.add_argument("--generators", default="esrgan:animevideov3,esrgan:x4plus,render",
+                        help="generators timed against each other (name or name:model), comma-separated; '' skips")
     args = parser.parse_args(argv)
     config = PipelineConfig.from_file(args.config) if args.config else PipelineConfig()
     measure(load_image(bundled_photos()[0]), config)            # warm-up: imports, model loads
@@ -107,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         cells = [path.name, f"{image.shape[1]}x{image.shape[0]}"] + [f"{enc[c]:.1f}" for c in enc_cols] + \
             [f"{dec[c]:.1f}" for c in dec_cols] + [f"{total:.1f}"]
         print("| " + " | ".join(cells) + " |")
+    generators = [g for g in args.generators.split(",") if g]
+    if generators:
+        first = generators[0]
+        print(f"\nGenerators on the same received frame (generate() only; median of {args.repeats}, milliseconds, "
+              f"and the median of the time / {first}'s):\n")
+        print("| image | " + " | ".join(generators) + " |")
+        print("|---|" + "---:|" * len(generators))
+        for path in bundled_photos():
+            clocks = generator_times(load_image(path), config, generators, args.repeats)
+            cells = [f"{1000 * np.median(clocks[g]):.1f} ({np.median(np.divide(clocks[g], clocks[first])):.2f}x)"
+                     for g in generators]
+            print(f"| {path.name} | " + " | ".join(cells) + " |")
     return 0
 
 
