@@ -206,6 +206,12 @@ def report(rows, budgets, n_photos, key, decode_s, ratios, photos) -> None:
                   f"{means['key_ssim']:.3f} | {means['bg_ssim']:.3f} | {means['bg_stlpips']:.3f} | {means['ssim']:.3f} | "
                   f"{means['stlpips']:.3f} | {lp:.2f} | {ks:.2f} |")
     print("\nRatios are per photo, then averaged, over the photos where both fit the budget.")
+    for budget in budgets:
+        at = [r for r in rows if r["budget"] == budget]
+        fit = {kind: len({r["photo"] for r in at if match(r["scheme"])}) for kind, match in (
+            ("WebP", lambda s: s == "webp-image"), ("text-only", lambda s: s == "text-only"),
+            ("a sketch frame", lambda s: s.startswith(REFERENCE + " ")))}
+        print(f"At {budget} B, of {n_photos} photos: " + ", ".join(f"{kind} fits {n}" for kind, n in fit.items()) + ".")
     print(f"\nper photo, {REFERENCE} against whole-image WebP of the same budget "
           "(ST-LPIPS ratio, target <= 0.90 | key SSIM ratio, target >= 1.12):\n")
     columns = [(budget, scheme) for budget in budgets for scheme in dict.fromkeys(
