@@ -2,9 +2,10 @@
 """Which key codec holds up on photos the module never saw: key PSNR/SSIM at equal frame bytes.
 
     python benchmarks/key_region_rd.py [--photos eval-photos] [--json OUT] [--images DIR_FOR_SIDE_BY_SIDES]
+                                       [--no-rd] [--no-levels] [--masks-only]
 
 For every photo of the evaluation set (``scripts/eval_photos.sh`` puts PHOTOS.md's evaluation photos,
-512 px wide, in ``eval-photos/``), through ``SemanticEncoder`` / ``SemanticDecoder``:
+512 px wide, in ``~/.cache/gr-semcom/eval-photos``), through ``SemanticEncoder`` / ``SemanticDecoder``:
 
 1. Key codecs at equal frame bytes: budgets of 0.5, 1 and 2 bits per key pixel (whole frame:
    every PDU, header copies, text and sketch counted). Each codec (learned as shipped, AVIF, WebP and
@@ -17,7 +18,10 @@ For every photo of the evaluation set (``scripts/eval_photos.sh`` puts PHOTOS.md
    JPEG whose key-region PSNR is at least ours (no PDU lost, as on the 20 dB loopback), the seam ratio
    (mean absolute gradient across tile borders over that inside tiles, decoded over original, on key
    pixels: 1.0 = no seam added), and the IoU of the key mask with the hand-drawn reference mask in
-   ``gr-semcom/masks/`` where there is one.
+   ``gr-semcom/masks/`` where there is one (and the bare saliency blob's IoU, ``refine=False``).
+3. Seams at every key level: ``level_for_budget`` at each level's budget (levels 1-8 of
+   ``semcom.codec.rate``: AVIF quality, 1/2 and 1/4 scale tiles, a shrunk key region), the decoded
+   frame's seam ratio; the largest per photo and over all photos (``--no-levels`` skips it).
 
 The key region is scored on the mask both ends see (the frame's 8 px block mask); key pixels are
 exactly the decoded tiles (after deblocking), so the background generator does not change the scores
@@ -44,9 +48,10 @@ from semcom.codec import registry  # noqa: E402
 from semcom.codec.imageio import load_image  # noqa: E402
 from semcom.codec.key.deblock import seam_ratio  # noqa: E402
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder, coarse_mask  # noqa: E402
-from semcom.codec.rate import OnceDescriber  # noqa: E402
+from semcom.codec.rate import KEY_LEVEL_BITS_PER_KEY_PIXEL, OnceDescriber, level_budget_bytes, level_for_budget  # noqa: E402
 from semcom.eval.baselines import jpeg_at_key_psnr  # noqa: E402
 from semcom.eval.metrics import psnr_db, ssim  # noqa: E402
+from semcom.eval.photos import default_eval_photos_dir  # noqa: E402
 
 # name -> the qualities searched (ascending bytes): every learned level, a grid for the Pillow codecs
 PILLOW_GRID = (1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
@@ -153,7 +158,7 @@ def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, ref
            "jpeg_bytes_same_key_psnr": jpeg.bytes, "jpeg_reaches": jpeg.key_psnr_db >= key_psnr,
            "frame_over_jpeg": frame_bytes / jpeg.bytes,
            "seam_ratio": seam_ratio(image, recon.image, recon.received_mask, encoded.frame.tile_px),
-           "mask_iou": None if reference is None else float((key_mask & reference).sum() / (key_mask | reference).sum())}
+           "mask_iou": None if reference is None else iou(key_mask, reference)}
     if side_by_side is not None:
         side_by_side.parent.mkdir(parents=True, exist_ok=True)
         outline = image.copy()
@@ -163,10 +168,30 @@ def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, ref
     return row
 
 
+def level_seams(image: np.ndarray, key_mask: np.ndarray) -> list[dict]:
+    """Per key level: the frame level_for_budget picks for that level's budget, and its seam ratio."""
+    config = PipelineConfig()
+    rows = []
+    for level in range(1, len(KEY_LEVEL_BITS_PER_KEY_PIXEL) + 1):
+        fit = level_for_budget(image, key_mask, level_budget_bytes(key_mask, level), config)
+        recon = _default_decoder().decode(fit.encoded.frame, seed=0)
+        key = recon.received_mask & fit.encoded.key_mask
+        rows.append({"level": level, "frame_bytes": fit.frame_bytes, "shrunk": fit.shrunk, **fit.key_options,
+                     "key_psnr_db": psnr_db(image, recon.image, key),
+                     "seam_ratio": seam_ratio(image, recon.image, key, fit.encoded.frame.tile_px)})
+    return rows
+
+
+def iou(mask: np.ndarray, reference: np.ndarray) -> float:
+    return float((mask & reference).sum() / (mask | reference).sum())
+
+
 def reference_mask(name: str, shape: tuple[int, int]) -> np.ndarray | None:
-    path = MASKS_DIR / f"{name}.png"
-    if not path.is_file():
+    """The hand-drawn reference of photo ``name`` (file names compared case-insensitively), or None."""
+    paths = [p for p in MASKS_DIR.glob("*.png") if p.stem.lower() == name.lower()]
+    if not paths:
         return None
+    path = paths[0]
     mask = Image.open(path).convert("L").resize((shape[1], shape[0]), Image.NEAREST)
     return np.asarray(mask) >= 128
 
@@ -175,13 +200,36 @@ def fmt(point: dict | None) -> str:
     return "-" if point is None else f"q{point['quality']} {point['key_psnr_db']:.1f} / {point['key_ssim']:.3f}"
 
 
+def masks_only(photos: list[Path], splitter) -> int:
+    """IoU per photo that has a reference mask: the default splitter and the bare saliency blob."""
+    blob_splitter = registry.create("regions", "saliency", refine=False)
+    print("| photo | key share | reference share | mask IoU | saliency blob IoU |")
+    print("|---|---:|---:|---:|---:|")
+    ious, blobs = [], []
+    for path in photos:
+        image = load_image(path)
+        reference = reference_mask(path.stem, image.shape[:2])
+        if reference is None:
+            continue
+        mask = splitter.split(image)
+        ious.append(iou(mask, reference))
+        blobs.append(iou(blob_splitter.split(image), reference))
+        print(f"| {path.stem} | {mask.mean():.2f} | {reference.mean():.3f} | {ious[-1]:.2f} | {blobs[-1]:.2f} |")
+    if ious:
+        print(f"mean IoU {np.mean(ious):.2f} over {len(ious)} reference masks (saliency blob {np.mean(blobs):.2f})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photos", type=Path, default=ROOT / "eval-photos", help="evaluation photos (PNG)")
+    p.add_argument("--photos", type=Path, default=default_eval_photos_dir(),
+                   help="evaluation photos (PNG; default: where scripts/eval_photos.sh puts them)")
     p.add_argument("--json", type=Path, default=None, help="also write every row as JSON here")
     p.add_argument("--images", type=Path, default=None, help="write original | key region | received per photo here")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated key codecs to compare")
     p.add_argument("--no-rd", action="store_true", help="only the default pipeline's rows (frame/JPEG, seams, IoU)")
+    p.add_argument("--no-levels", action="store_true", help="skip the seam ratio at every key level")
+    p.add_argument("--masks-only", action="store_true", help="only the mask IoU per photo with a reference mask")
     args = p.parse_args(argv)
     import torch
 
@@ -190,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     if not photos:
         p.error(f"no PNG photos in {args.photos}: run scripts/eval_photos.sh (PHOTOS.md's evaluation set)")
     codecs = tuple(args.codecs.split(","))
+    blob_splitter = registry.create("regions", "saliency", refine=False)
     splitter = SemanticEncoder(PipelineConfig()).splitter
-    rd, default_rows = [], []
+    if args.masks_only:
+        return masks_only(photos, splitter)
+    rd, default_rows, levels = [], [], {}
     print("Key PSNR (dB) / key SSIM at equal frame bytes, largest quality that fits ('-': nothing fits)")
     print("| photo | bits/key px | budget B | " + " | ".join(codecs) + " |")
     print("|---|---:|---:|" + "---|" * len(codecs))
@@ -204,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {r['bits_per_key_pixel']} | {r['budget_bytes']} | "
                   + " | ".join(fmt(r[c]) for c in codecs) + " |", flush=True)
         side = None if args.images is None else args.images / f"{name}.png"
-        default_rows.append(default_pipeline_row(name, image, key_mask, reference_mask(name, image.shape[:2]), side))
+        reference = reference_mask(name, image.shape[:2])
+        default_rows.append(default_pipeline_row(name, image, key_mask, reference, side))
+        if reference is not None:
+            default_rows[-1]["blob_iou"] = iou(blob_splitter.split(image), reference)
+        if not args.no_levels:
+            levels[name] = level_seams(image, key_mask)
     best, means = winner(rd, codecs) if rd else (None, {})
     if rd:
         print()
@@ -218,21 +274,32 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Default pipeline ({PipelineConfig().key}), no PDU lost: frame bytes vs the whole-image JPEG of equal "
           "key PSNR; seam ratio; mask IoU vs gr-semcom/masks")
-    print("| photo | key share | frame B | key PSNR / SSIM | JPEG B | frame/JPEG | seam ratio | mask IoU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| photo | key share | frame B | key PSNR / SSIM | JPEG B | frame/JPEG | seam ratio | seam max, levels 1-8 | mask IoU (blob) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in default_rows:
-        iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.2f}"
+        mask_iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.2f} ({r['blob_iou']:.2f})"
         jpeg = f"{r['jpeg_bytes_same_key_psnr']}" + ("" if r["jpeg_reaches"] else " (q95 short)")
+        worst = max(levels[r["photo"]], key=lambda x: x["seam_ratio"]) if r["photo"] in levels else None
+        level_seam = "-" if worst is None else f"{worst['seam_ratio']:.2f} (L{worst['level']})"
         print(f"| {r['photo']} | {r['key_share']:.2f} | {r['frame_bytes']} | {r['key_psnr_db']:.1f} / "
-              f"{r['key_ssim']:.3f} | {jpeg} | {r['frame_over_jpeg']:.2f} | {r['seam_ratio']:.2f} | {iou} |")
+              f"{r['key_ssim']:.3f} | {jpeg} | {r['frame_over_jpeg']:.2f} | {r['seam_ratio']:.2f} | {level_seam} | {mask_iou} |")
     ratios = [r["frame_over_jpeg"] for r in default_rows]
     seams = [r["seam_ratio"] for r in default_rows]
     ious = [r["mask_iou"] for r in default_rows if r["mask_iou"] is not None]
     print(f"frame/JPEG: median {statistics.median(ratios):.2f}, max {max(ratios):.2f}; "
           f"seam ratio: median {statistics.median(seams):.2f}, max {max(seams):.2f}"
-          + (f"; mask IoU: mean {np.mean(ious):.2f} over {len(ious)} reference masks" if ious else ""))
+          + (f"; mask IoU: mean {np.mean(ious):.2f} over {len(ious)} reference masks (bare saliency blob "
+             f"{np.mean([r['blob_iou'] for r in default_rows if r['mask_iou'] is not None]):.2f})" if ious else ""))
+    if levels:
+        every = [x for rows in levels.values() for x in rows]
+        print("Seam ratio per key level, over photos (max / median): " + ", ".join(
+            f"L{lv} {max(x['seam_ratio'] for x in every if x['level'] == lv):.2f} / "
+            f"{statistics.median(x['seam_ratio'] for x in every if x['level'] == lv):.2f}"
+            for lv in range(1, len(KEY_LEVEL_BITS_PER_KEY_PIXEL) + 1))
+              + f"; above 1.2: {sum(x['seam_ratio'] > 1.2 for x in every)} of {len(every)}")
     if args.json:
-        args.json.write_text(json.dumps({"rd": rd, "default": default_rows, "winner": best, "mean_key_psnr_db": means},
+        args.json.write_text(json.dumps({"rd": rd, "default": default_rows, "levels": levels, "winner": best,
+                                         "mean_key_psnr_db": means},
                                         indent=1, default=str) + "\n")
     return 0
 
