@@ -1,0 +1,228 @@
+"""packet_rx on streams as real radios deliver them (issue #15): bursts after random gaps of noise, at
+odd sample offsets, with carrier and sample-clock offsets, multipath, phase noise and any input level.
+
+The bursts come from the real packet_tx; semcom.radio.impairments lays them into one stream and runs
+the channel. Counts are exact for the seeds used (the flowgraph is deterministic for a given noise
+seed), the bounds below leave room for one or two PDUs of scheduling luck.
+"""
+
+import threading
+import time
+import zlib
+
+import numpy as np
+import pmt
+import pytest
+from gnuradio import blocks, digital, gr, pdu
+from semcom.radio import packet
+from semcom.radio.impairments import (Impairments, gapped_stream, multipath_taps, random_gaps, random_pdus,
+                                      receive, tx_bursts)
+
+CFO = 2e-4          # cycles/sample, the issue's target condition
+SFO_PPM = 20.0
+
+
+@pytest.fixture(scope="module")
+def short_bursts():
+    """48 PDUs of 20..600 bytes (QPSK, CC r=1/2) and their bursts."""
+    pdus = random_pdus(48, np.random.default_rng(15), 20, 600)
+    return pdus, tx_bursts(pdus)
+
+
+@pytest.fixture(scope="module")
+def target_bursts():
+    """200 PDUs of 20..1500 bytes and their bursts, with seeded random gaps of 0..5000 samples."""
+    rng = np.random.default_rng(2024)
+    pdus = random_pdus(200, rng, 20, 1500)
+    bursts = tx_bursts(pdus)
+    return pdus, gapped_stream(bursts, random_gaps(len(pdus), rng))
+
+
+@pytest.mark.parametrize("gaps", ["2001", "random", "random-noiseless"])
+def test_bursts_arrive_whatever_sample_they_start_on(short_bursts, gaps):
+    """A gap of 2001 samples puts every other burst on an odd sample; random gaps put them anywhere and
+    in any buffer position. Before issue #15 the clock recovery converged half a symbol either way and
+    payloads came out one symbol off (these streams: 47 of 48 with 2001-sample gaps, 39 of 48 with
+    random gaps at 20 dB, 40 of 48 noiseless)."""
+    pdus, bursts = short_bursts
+    rng = np.random.default_rng(3)
+    gap_list = [2001] * len(pdus) if gaps == "2001" else random_gaps(len(pdus), rng)
+    snr_db = 100.0 if gaps == "random-noiseless" else 20.0
+    result = receive(gapped_stream(bursts, gap_list), Impairments(snr_db=snr_db, seed=5))
+    assert result.headers_detected == len(pdus)
+    assert result.delivered(pdus) == len(pdus), (result.delivered(pdus), result.failed_crc)
+    assert result.failed_crc == 0
+
+
+@pytest.mark.parametrize("snr_db,required", [(20.0, 0.99), (10.0, 0.95)])
+def test_issue_targets_with_random_gaps_cfo_and_sfo(target_bursts, snr_db, required):
+    """The issue's targets: >= 99% of PDUs at 20 dB and >= 95% at 10 dB with random gaps, 2e-4
+    cycles/sample and 20 ppm (QPSK, CC r=1/2). Every PDU that arrives is bit-exact; every one missing
+    is a lost header or a counted CRC failure. Before issue #15: 138 and 146 of 200; now 200 and 200."""
+    pdus, stream = target_bursts
+    result = receive(stream, Impairments(snr_db=snr_db, frequency_offset=CFO, sfo_ppm=SFO_PPM, seed=9))
+    delivered = result.delivered(pdus)
+    assert len(result.received) == delivered, "a PDU arrived that was never sent"
+    assert len(pdus) - delivered <= (len(pdus) - result.headers_detected) + result.failed_crc
+    assert delivered >= required * len(pdus), (delivered, result.headers_detected, result.failed_crc)
+
+
+@pytest.mark.parametrize("sfo_ppm", [50.0, -50.0])
+def test_50_ppm_sample_clock_offset_over_the_longest_packets(sfo_ppm):
+    """+-50 ppm drifts 1.2 samples over a 1500-byte QPSK/CC burst: the timing loop must track it."""
+    pdus = random_pdus(24, np.random.default_rng(50), 1500, 1500)
+    stream = gapped_stream(tx_bursts(pdus), random_gaps(len(pdus), np.random.default_rng(51)))
+    result = receive(stream, Impairments(snr_db=20, frequency_offset=CFO, sfo_ppm=sfo_ppm, seed=3))
+    assert result.delivered(pdus) >= len(pdus) - 1, (result.delivered(pdus), result.failed_crc)
+
+
+# (impairments, PDUs of 60 that must arrive). Measured at the commit of this test: 58-60 of 60 (the AGC
+# costs 2) except the two-tap profile (an echo of -6 dB one sample late, no equalizer: 42 of 60).
+IMPAIRMENT_CASES = {
+    "3-tap multipath": (Impairments(20, CFO, SFO_PPM, taps=tuple(multipath_taps("3-tap"))), 57),
+    "2-tap multipath": (Impairments(20, CFO, SFO_PPM, taps=tuple(multipath_taps("2-tap"))), 36),
+    "phase noise 0.01": (Impairments(20, CFO, SFO_PPM, phase_noise=0.01), 57),
+    "AGC, -40 dBFS": (Impairments(20, CFO, SFO_PPM, level_dbfs=-40, agc=True), 57),
+    "AGC, -10 dBFS": (Impairments(20, CFO, SFO_PPM, level_dbfs=-10, agc=True), 57),
+    "AGC, +10 dBFS": (Impairments(20, CFO, SFO_PPM, level_dbfs=10, agc=True), 57),
+}
+
+
+@pytest.fixture(scope="module")
+def impairment_stream():
+    rng = np.random.default_rng(7)
+    pdus = random_pdus(60, rng, 20, 1500)
+    return pdus, gapped_stream(tx_bursts(pdus), random_gaps(len(pdus), rng))
+
+
+@pytest.mark.parametrize("case", list(IMPAIRMENT_CASES))
+def test_multipath_phase_noise_and_input_level(impairment_stream, case, capsys):
+    pdus, stream = impairment_stream
+    imp, required = IMPAIRMENT_CASES[case]
+    result = receive(stream, imp)
+    with capsys.disabled():
+        print(f"\n{case}: {result.delivered(pdus)}/{len(pdus)} PDUs, {result.headers_detected} headers, "
+              f"{result.failed_crc} CRC failures")
+    assert result.delivered(pdus) >= required
+
+
+def test_carrier_offset_beyond_the_correlator_range_is_a_counted_loss_not_garbage(impairment_stream):
+    """1e-3 cycles/sample decorrelates the access code (no coarse frequency search yet): nothing is
+    delivered and nothing wrong is."""
+    pdus, stream = impairment_stream
+    result = receive(stream, Impairments(20, 1e-3, SFO_PPM))
+    assert all(r in pdus for r in result.received)
+
+
+def _run_messages(block_in, port_in, block_out, port_out, messages, extra=()):
+    tb = gr.top_block()
+    sink = blocks.message_debug()
+    tb.msg_connect(block_out, port_out, sink, "store")
+    for a, pa, b, pb in extra:
+        tb.msg_connect(a, pa, b, pb)
+    tb.start()
+    for msg in messages:
+        block_in._post(pmt.intern(port_in), msg)
+    deadline = time.time() + 10
+    while sink.num_messages() < len(messages) and time.time() < deadline:
+        time.sleep(0.02)
+    tb.stop()
+    tb.wait()
+    return [bytes(pmt.u8vector_elements(pmt.cdr(sink.get_message(i)))) for i in range(sink.num_messages())]
+
+
+def _u8(data):
+    return pmt.cons(pmt.make_dict(), pmt.init_u8vector(len(data), list(data)))
+
+
+def test_scrambler_is_the_stock_additive_scrambler():
+    """The keystream is what digital.additive_scrambler_bb (8 bits per byte, reset per packet) XORs on,
+    so a stock receiver descrambles with that block: a PDU through the TX's CRC and scrambler, then a
+    stock additive_scrambler_bb and crc32_async_bb(check), comes back unchanged."""
+    rng = np.random.default_rng(4)
+    payloads = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1, 17, 700, 1500)]
+    crc, scrambler = digital.crc32_async_bb(False), packet._payload_scrambler()
+    to_stream = pdu.pdu_to_tagged_stream(gr.types.byte_t, packet.LENGTH_TAG)
+    stock = digital.additive_scrambler_bb(packet.SCRAMBLER_MASK, packet.SCRAMBLER_SEED, packet.SCRAMBLER_REG_LEN,
+                                          0, 8, packet.LENGTH_TAG)
+    to_pdu = pdu.tagged_stream_to_pdu(gr.types.byte_t, packet.LENGTH_TAG)
+    check = digital.crc32_async_bb(True)
+    tb = gr.top_block()
+    sink = blocks.message_debug()
+    tb.msg_connect(crc, "out", scrambler, "in")
+    tb.msg_connect(scrambler, "out", to_stream, "pdus")
+    tb.connect(to_stream, stock, to_pdu)
+    tb.msg_connect(to_pdu, "pdus", check, "in")
+    tb.msg_connect(check, "out", sink, "store")
+    tb.start()
+    for p in payloads:
+        crc._post(pmt.intern("in"), _u8(p))
+        time.sleep(0.05)      # one packet at a time: the stock scrambler resets on each packet_len tag
+    deadline = time.time() + 10
+    while sink.num_messages() < len(payloads) and time.time() < deadline:
+        time.sleep(0.02)
+    tb.stop()
+    tb.wait()
+    out = [bytes(pmt.u8vector_elements(pmt.cdr(sink.get_message(i)))) for i in range(sink.num_messages())]
+    assert out == payloads
+    keystream = packet.scrambler_keystream(4000)
+    assert np.array_equal(packet.scrambler_keystream(100), keystream[:100])
+    bits = np.unpackbits(keystream)
+    assert abs(bits.mean() - 0.5) < 0.02                # balanced
+
+
+@pytest.mark.parametrize("fill", [0x00, 0xFF, 0x55])
+def test_a_run_of_equal_bytes_does_not_go_out_as_a_carrier(fill):
+    """Without the scrambler a PDU of equal bytes is a constant (or two-point) symbol sequence after the
+    convolutional code: a spectral line carrying most of the burst's power. Scrambled, the payload's
+    spectrum is flat; the PDU still arrives."""
+    data = bytes([fill]) * 1000
+    burst = tx_bursts([data])[0]
+    body = burst[np.abs(burst) > 1e-3][2000:-2000]        # the payload part of the burst
+    spectrum = np.abs(np.fft.fft(body[:8192])) ** 2
+    assert spectrum.max() / spectrum.mean() < 30, spectrum.max() / spectrum.mean()   # a line: > 1000
+    result = receive(gapped_stream([burst], [1234]), Impairments(snr_db=20))
+    assert result.received == [data]
+
+
+def test_packet_counters_are_read_consistently_while_frames_arrive():
+    """packets_failed_crc() was seen at -1: two counters updated by two handlers. Now one handler counts
+    both under one lock; a reader polling while 3000 frames arrive never sees a negative or an
+    inconsistent count, and the final counts are exact."""
+    rx = packet.packet_rx("qpsk", "cc", 2, mtu_bytes=200)
+    rng = np.random.default_rng(8)
+    frames, good = [], 0
+    for k in range(3000):
+        payload = rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+        frame = payload + zlib.crc32(payload).to_bytes(4, "little")
+        if k % 3 == 0:
+            frame = bytes([frame[0] ^ 1]) + frame[1:]       # a CRC failure
+        else:
+            good += 1
+        frames.append(_u8(packet._scramble(np.frombuffer(frame, np.uint8)).tobytes()))
+    tb = gr.top_block()
+    sink = blocks.message_debug()
+    tb.msg_connect(rx.payload_check, "out", sink, "store")
+    seen, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append((rx.packets_ok(), rx.packets_failed_crc()))
+
+    tb.start()
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for frame in frames:
+        rx.payload_check._post(pmt.intern("in"), frame)
+    deadline = time.time() + 20
+    while (rx.packets_ok() + rx.packets_failed_crc() < len(frames) or sink.num_messages() < good) \
+            and time.time() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join()
+    tb.stop()
+    tb.wait()
+    assert len(seen) > 100
+    assert all(ok >= 0 and failed >= 0 and ok + failed <= len(frames) for ok, failed in seen)
+    assert (rx.packets_ok(), rx.packets_failed_crc()) == (good, len(frames) - good)
+    assert sink.num_messages() == good
