@@ -311,3 +311,18 @@ def test_eval_cli_on_a_folder_writes_results_with_the_issue_columns(crops, tmp_p
     assert {r["scheme"] for r in rows} == {"ours", "webp", "text-only"}
     chosen = {(r["image"], float(r["snr_db"])): r["mcs"] for r in rows if r["scheme"] == "webp"}
     assert len({chosen[("chelsea.png", s)] for s in (0.0, 5.0, 10.0)}) >= 2, chosen
+
+
+def test_a_worker_that_cannot_start_reports_instead_of_respawning(tmp_path):
+    """multiprocessing.Pool restarts a worker whose initializer raises, forever: the failure must reach the
+    first task instead."""
+    from semcom.eval import sweep
+
+    cfg = SweepConfig(images=[tmp_path / "a.png"], snr_db=[5.0], cbr=[Fraction(1, 12)], schemes=("no-such-scheme",),
+                      per_table=synthetic_table())
+    sweep._init_worker(cfg, cfg.per_table)
+    try:
+        with pytest.raises(RuntimeError, match="could not start"):
+            sweep._fidelity_in_worker((0, tmp_path / "a.png", tmp_path))
+    finally:
+        sweep._WORKER = None

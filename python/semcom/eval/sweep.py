@@ -277,18 +277,25 @@ def perceptual_scores(index: int, path: Path, outcome_files: list[str], outcomes
     return {name: reference.perceptual(np.load(outcomes / name)) for name in outcome_files}
 
 
-_WORKER: _ImageEvaluator | None = None
+_WORKER: _ImageEvaluator | BaseException | None = None
 
 
 def _init_worker(cfg: SweepConfig, table: PerTable | None) -> None:
+    """A failure is kept and raised by the first task: an initializer that raises makes multiprocessing.Pool
+    start a new worker, forever, instead of reporting it."""
     global _WORKER
     import torch
 
     torch.set_num_threads(1)
-    _WORKER = _ImageEvaluator(cfg, table)
+    try:
+        _WORKER = _ImageEvaluator(cfg, table)
+    except Exception as exc:
+        _WORKER = exc
 
 
 def _fidelity_in_worker(task):
+    if isinstance(_WORKER, BaseException):
+        raise RuntimeError(f"semcom eval worker could not start: {_WORKER}") from _WORKER
     index, path, outcomes = task
     return _WORKER.fidelity_rows(index, path, outcomes)
 
