@@ -157,7 +157,7 @@ def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, ref
            "key_ssim": ssim(image, recon.image, key), "key_share": float(key_mask.mean()),
            "jpeg_bytes_same_key_psnr": jpeg.bytes, "jpeg_reaches": jpeg.key_psnr_db >= key_psnr,
            "frame_over_jpeg": frame_bytes / jpeg.bytes,
-           "seam_ratio": seam_ratio(image, recon.image, recon.received_mask, encoded.frame.tile_px),
+           "seam_ratio": seam_or_none(image, recon.image, recon.received_mask, encoded.frame.tile_px),
            "mask_iou": None if reference is None else iou(key_mask, reference)}
     if side_by_side is not None:
         side_by_side.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +166,14 @@ def default_pipeline_row(name: str, image: np.ndarray, key_mask: np.ndarray, ref
         gap = np.full((image.shape[0], 6, 3), 255, np.uint8)
         Image.fromarray(np.hstack([image, gap, outline, gap, recon.image])).save(side_by_side)
     return row
+
+
+def seam_or_none(original: np.ndarray, decoded: np.ndarray, mask: np.ndarray, tile_px: int) -> float | None:
+    """``seam_ratio``, or None when the key pixels cross no tile border (one tile: no seam to see)."""
+    try:
+        return seam_ratio(original, decoded, mask, tile_px)
+    except ValueError:
+        return None
 
 
 def level_seams(image: np.ndarray, key_mask: np.ndarray) -> list[dict]:
@@ -178,7 +186,7 @@ def level_seams(image: np.ndarray, key_mask: np.ndarray) -> list[dict]:
         key = recon.received_mask & fit.encoded.key_mask
         rows.append({"level": level, "frame_bytes": fit.frame_bytes, "shrunk": fit.shrunk, **fit.key_options,
                      "key_psnr_db": psnr_db(image, recon.image, key),
-                     "seam_ratio": seam_ratio(image, recon.image, key, fit.encoded.frame.tile_px)})
+                     "seam_ratio": seam_or_none(image, recon.image, key, fit.encoded.frame.tile_px)})
     return rows
 
 
@@ -194,6 +202,10 @@ def reference_mask(name: str, shape: tuple[int, int]) -> np.ndarray | None:
     path = paths[0]
     mask = Image.open(path).convert("L").resize((shape[1], shape[0]), Image.NEAREST)
     return np.asarray(mask) >= 128
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def fmt(point: dict | None) -> str:
@@ -279,24 +291,26 @@ def main(argv: list[str] | None = None) -> int:
     for r in default_rows:
         mask_iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.2f} ({r['blob_iou']:.2f})"
         jpeg = f"{r['jpeg_bytes_same_key_psnr']}" + ("" if r["jpeg_reaches"] else " (q95 short)")
-        worst = max(levels[r["photo"]], key=lambda x: x["seam_ratio"]) if r["photo"] in levels else None
+        scored = [x for x in levels.get(r["photo"], []) if x["seam_ratio"] is not None]
+        worst = max(scored, key=lambda x: x["seam_ratio"]) if scored else None
         level_seam = "-" if worst is None else f"{worst['seam_ratio']:.2f} (L{worst['level']})"
         print(f"| {r['photo']} | {r['key_share']:.2f} | {r['frame_bytes']} | {r['key_psnr_db']:.1f} / "
-              f"{r['key_ssim']:.3f} | {jpeg} | {r['frame_over_jpeg']:.2f} | {r['seam_ratio']:.2f} | {level_seam} | {mask_iou} |")
+              f"{r['key_ssim']:.3f} | {jpeg} | {r['frame_over_jpeg']:.2f} | {fmt_ratio(r['seam_ratio'])} | {level_seam} | {mask_iou} |")
     ratios = [r["frame_over_jpeg"] for r in default_rows]
-    seams = [r["seam_ratio"] for r in default_rows]
+    seams = [r["seam_ratio"] for r in default_rows if r["seam_ratio"] is not None]
     ious = [r["mask_iou"] for r in default_rows if r["mask_iou"] is not None]
     print(f"frame/JPEG: median {statistics.median(ratios):.2f}, max {max(ratios):.2f}; "
           f"seam ratio: median {statistics.median(seams):.2f}, max {max(seams):.2f}"
           + (f"; mask IoU: mean {np.mean(ious):.2f} over {len(ious)} reference masks (bare saliency blob "
              f"{np.mean([r['blob_iou'] for r in default_rows if r['mask_iou'] is not None]):.2f})" if ious else ""))
     if levels:
-        every = [x for rows in levels.values() for x in rows]
+        every = [x for rows in levels.values() for x in rows if x["seam_ratio"] is not None]
+        per_level = {lv: [x["seam_ratio"] for x in every if x["level"] == lv]
+                     for lv in range(1, len(KEY_LEVEL_BITS_PER_KEY_PIXEL) + 1)}
         print("Seam ratio per key level, over photos (max / median): " + ", ".join(
-            f"L{lv} {max(x['seam_ratio'] for x in every if x['level'] == lv):.2f} / "
-            f"{statistics.median(x['seam_ratio'] for x in every if x['level'] == lv):.2f}"
-            for lv in range(1, len(KEY_LEVEL_BITS_PER_KEY_PIXEL) + 1))
-              + f"; above 1.2: {sum(x['seam_ratio'] > 1.2 for x in every)} of {len(every)}")
+            f"L{lv} {max(v):.2f} / {statistics.median(v):.2f}" if v else f"L{lv} -" for lv, v in per_level.items())
+              + f"; above 1.2: {sum(x['seam_ratio'] > 1.2 for x in every)} of {len(every)} "
+              f"({sum(len(rows) for rows in levels.values()) - len(every)} frames whose key pixels cross no tile border)")
     if args.json:
         args.json.write_text(json.dumps({"rd": rd, "default": default_rows, "levels": levels, "winner": best,
                                          "mean_key_psnr_db": means},
