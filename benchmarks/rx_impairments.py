@@ -45,7 +45,7 @@ def rows():
     for profile in MULTIPATH_PROFILES:
         taps = tuple(multipath_taps(profile))
         yield "random", Impairments(20, CFO, SFO, taps=taps), \
-            f"20 dB, CFO/SFO, multipath {profile} {[complex(round(t.real, 2), round(t.imag, 2)) for t in taps]}"
+            f"20 dB, CFO/SFO, multipath {profile} ({', '.join(f'{t:.2f}' for t in taps)})"
     for magnitude in (0.01, 0.03):
         yield "random", Impairments(20, CFO, SFO, phase_noise=magnitude), f"20 dB, CFO/SFO, phase noise {magnitude}"
     for level in (-40, -20, 0, 10):
