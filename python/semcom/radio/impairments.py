@@ -121,27 +121,31 @@ class _collector(gr.basic_block):
         self.received.append(from_pdu(msg)[1])
 
 
-def receive(stream: np.ndarray, imp: Impairments, modulation: str = "qpsk", fec_code: str = "cc",
-            samples_per_symbol: int = 2, timeout_s: float = 300.0) -> RxResult:
-    """Push ``stream`` through the impairments into ``packet_rx``; what came out and its counters."""
-    tb = gr.top_block()
-    source = blocks.vector_source_c(stream, False)
+def _agc():
+    agc = analog.agc3_cc(receiver.AGC_ATTACK_RATE, receiver.AGC_DECAY_RATE, receiver.AGC_REFERENCE, 1.0, 1)
+    agc.set_max_gain(receiver.AGC_MAX_GAIN)
+    return agc
+
+
+def _channel_blocks(imp: Impairments, modulation: str, samples_per_symbol: int) -> list:
+    """channel_model (noise, frequency offset, sample clock, taps), phase noise and the gain of ``imp``."""
     noise_voltage = packet.noise_voltage_for_snr(imp.snr_db, modulation, samples_per_symbol)
-    channel = channels.channel_model(noise_voltage, imp.frequency_offset, 1.0 + imp.sfo_ppm * 1e-6,
-                                     list(imp.taps), imp.seed, False)
-    chain = [source, channel]
+    chain = [channels.channel_model(noise_voltage, imp.frequency_offset, 1.0 + imp.sfo_ppm * 1e-6,
+                                    list(imp.taps), imp.seed, False)]
     if imp.phase_noise:
         chain.append(channels.phase_noise_gen(imp.phase_noise, imp.phase_noise_alpha))
     if imp.level_dbfs is not None:
         power = packet.tx_output_power(samples_per_symbol)
         chain.append(blocks.multiply_const_cc(10 ** (imp.level_dbfs / 20) / np.sqrt(power)))
-    if imp.agc:
-        agc = analog.agc3_cc(receiver.AGC_ATTACK_RATE, receiver.AGC_DECAY_RATE, receiver.AGC_REFERENCE, 1.0, 1)
-        agc.set_max_gain(receiver.AGC_MAX_GAIN)
-        chain.append(agc)
+    return chain
+
+
+def _run_rx(front: list, modulation: str, fec_code: str, samples_per_symbol: int, timeout_s: float) -> RxResult:
+    """``front`` (a source and the blocks after it) into ``packet_rx``; runs until the receiver settles."""
+    tb = gr.top_block()
     rx = packet.packet_rx(modulation, fec_code, samples_per_symbol)
     sink = _collector()
-    tb.connect(*chain, rx)
+    tb.connect(*front, rx)
     tb.msg_connect(rx, "out", sink, "in")
     tb.start()
     started = last_change = time.monotonic()
@@ -161,6 +165,15 @@ def receive(stream: np.ndarray, imp: Impairments, modulation: str = "qpsk", fec_
     return result
 
 
+def receive(stream: np.ndarray, imp: Impairments, modulation: str = "qpsk", fec_code: str = "cc",
+            samples_per_symbol: int = 2, timeout_s: float = 300.0) -> RxResult:
+    """Push ``stream`` through the impairments into ``packet_rx``; what came out and its counters."""
+    front = [blocks.vector_source_c(stream, False), *_channel_blocks(imp, modulation, samples_per_symbol)]
+    if imp.agc:
+        front.append(_agc())
+    return _run_rx(front, modulation, fec_code, samples_per_symbol, timeout_s)
+
+
 def random_pdus(count: int, rng: np.random.Generator, min_len: int = 20, max_len: int = 1500) -> list[bytes]:
     return [rng.integers(0, 256, int(rng.integers(min_len, max_len + 1)), dtype=np.uint8).tobytes()
             for _ in range(count)]
@@ -169,3 +182,36 @@ def random_pdus(count: int, rng: np.random.Generator, min_len: int = 20, max_len
 def random_gaps(count: int, rng: np.random.Generator, max_gap: int = 5000) -> list[int]:
     """Gaps of 0..max_gap samples: every parity and phase of the sample clock."""
     return [int(g) for g in rng.integers(0, max_gap + 1, count)]
+
+
+# A recording with every impairment at once (issue #15, "recorded IQ that ships"): made by
+# scripts/make_rx_recording.py, decoded by tests/test_rx_recording.py.
+RECORDING_IMPAIRMENTS = Impairments(snr_db=15.0, frequency_offset=3e-4, sfo_ppm=-30.0,
+                                    taps=tuple(multipath_taps("3-tap")), phase_noise=0.01,
+                                    level_dbfs=-25.0, seed=21)
+
+
+def make_recording(path: str, pdu_count: int = 120, seed: int = 21,
+                   imp: Impairments = RECORDING_IMPAIRMENTS) -> list[bytes]:
+    """Write complex64 IQ (2 samples/symbol, QPSK CC r=1/2) of ``pdu_count`` seeded PDUs after random gaps,
+    through every impairment of ``imp``, to ``path``; returns the PDUs. Deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    pdus = random_pdus(pdu_count, rng, 20, 1500)
+    stream = gapped_stream(tx_bursts(pdus), random_gaps(pdu_count, rng, max_gap=20000))
+    tb = gr.top_block()
+    chain = [blocks.vector_source_c(stream, False), *_channel_blocks(imp, "qpsk", 2), blocks.file_sink(
+        gr.sizeof_gr_complex, str(path), False)]
+    tb.connect(*chain)
+    tb.run()
+    chain[-1].close()
+    return pdus
+
+
+def decode_recording(path: str, agc: bool = True, modulation: str = "qpsk", fec_code: str = "cc",
+                     samples_per_symbol: int = 2, timeout_s: float = 300.0) -> RxResult:
+    """A recording (complex64 IQ) through the receivers' AGC and ``packet_rx``, as ota_rx_file.py does."""
+    source = blocks.file_source(gr.sizeof_gr_complex, str(path), False)
+    front = [source]
+    if agc:
+        front.append(_agc())
+    return _run_rx(front, modulation, fec_code, samples_per_symbol, timeout_s)
