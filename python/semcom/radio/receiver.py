@@ -16,6 +16,12 @@ from semcom.radio.semantic_rx import semantic_rx
 # 10 and 20 dB Es/N0): every PDU through; a 10x faster decay lost 5 of 29 PDUs at 20 dB. On a
 # looped 1 MS/s stream (benchmarks/stream_throughput.py's recording, 8 s) a decay of 1e-4 still let
 # 76 of ~99 PDUs through against 100 without AGC; 1e-5 let 98 through.
+# What it cannot take (issue #15): a stretch of perfectly silent input (no noise at all, e.g. a ZeroMQ
+# link without a channel model). agc3 then raises its gain far beyond set_max_gain (36000x measured
+# with a limit of 100), the first burst after the silence arrives thousands of times too strong, the
+# absolute-threshold correlator fires hundreds of times on it and the receiver crawls. A radio's own
+# noise keeps the gain bounded; examples/zmq_rx turns the AGC off. benchmarks/rx_impairments.py: every
+# PDU through at -40, -20, 0 and +10 dBFS (20 dB Es/N0, random gaps of noise).
 AGC_ATTACK_RATE = 1e-2
 AGC_DECAY_RATE = 1e-5
 AGC_REFERENCE = 1.0
