@@ -74,11 +74,14 @@ def run_loopback(image: np.ndarray, link: LinkConfig | None = None, config: Pipe
     try:
         tb.tx.send(image, key_mask=key_mask)
         deadline = started + timeout_s
+        idle_since = None   # when the TX had published every PDU (the drain is timed from then, not from
+        #                     the start: encoding alone can take longer than DRAIN_S on a loaded machine)
         while time.monotonic() < deadline and tb.rx.images_out == 0:
             if tb.tx.errors:
                 break
-            if tb.tx.idle.is_set() and tb.rx.assembler.open_frames == 0 \
-                    and time.monotonic() - max(tb.rx.last_pdu_s, started) > DRAIN_S:
+            idle_since = (idle_since or time.monotonic()) if tb.tx.idle.is_set() else None
+            if idle_since is not None and tb.rx.assembler.open_frames == 0 \
+                    and time.monotonic() - max(tb.rx.last_pdu_s, idle_since) > DRAIN_S:
                 break
             tb.rx.wait_for_images(1, timeout_s=0.1)
     finally:
