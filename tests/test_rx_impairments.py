@@ -124,23 +124,6 @@ def test_carrier_offset_beyond_the_correlator_range_is_a_counted_loss_not_garbag
     assert all(r in pdus for r in result.received)
 
 
-def _run_messages(block_in, port_in, block_out, port_out, messages, extra=()):
-    tb = gr.top_block()
-    sink = blocks.message_debug()
-    tb.msg_connect(block_out, port_out, sink, "store")
-    for a, pa, b, pb in extra:
-        tb.msg_connect(a, pa, b, pb)
-    tb.start()
-    for msg in messages:
-        block_in._post(pmt.intern(port_in), msg)
-    deadline = time.time() + 10
-    while sink.num_messages() < len(messages) and time.time() < deadline:
-        time.sleep(0.02)
-    tb.stop()
-    tb.wait()
-    return [bytes(pmt.u8vector_elements(pmt.cdr(sink.get_message(i)))) for i in range(sink.num_messages())]
-
-
 def _u8(data):
     return pmt.cons(pmt.make_dict(), pmt.init_u8vector(len(data), list(data)))
 
