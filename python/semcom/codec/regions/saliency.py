@@ -88,14 +88,9 @@ def refine_with_grabcut(image: np.ndarray, importance: np.ndarray, blob: np.ndar
     seeds[~grown & (importance <= np.quantile(importance, _BACKGROUND_QUANTILE))] = cv2.GC_BGD
     if not (seeds == cv2.GC_BGD).any() and not (seeds == cv2.GC_PR_BGD).any():
         return blob
-    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)          # GrabCut seeds its colour models by k-means on OpenCV's RNG: same image, same mask
-    try:
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, background, foreground,
-                    _GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:          # e.g. one colour everywhere: no model to fit
+    mask = _grabcut(small, seeds)
+    if mask is None:
         return blob
-    mask = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
     small_side = max(3, int(_MORPH_FRAC * min(h, w) / 2) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (small_side, small_side))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
