@@ -164,6 +164,10 @@ class TileMemo:
             self._store[key] = self.codec.encode_tile(tile)
         return self._store[key]
 
+    def encode_tiles(self, tiles: list[np.ndarray]) -> list[bytes]:
+        """One by one through the memo: the sweep's workers are already one process per core."""
+        return [self.encode_tile(t) for t in tiles]
+
 
 class _SemanticBase(Scheme):
     """The semantic pipeline with ``config_overrides`` applied to the configured one.
