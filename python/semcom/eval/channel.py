@@ -205,10 +205,14 @@ class FastChannel:
         return snr_db + 10 * np.log10(np.maximum(gain, 1e-12))
 
     def transmit(self, pdus: list[bytes], mcs: str, snr_db: float, rng: np.random.Generator) -> Delivery:
-        curve = self.table.curve(mcs)
+        return self.transmit_each(pdus, [mcs] * len(pdus), snr_db, rng)
+
+    def transmit_each(self, pdus: list[bytes], mcs: list[str], snr_db: float, rng: np.random.Generator) -> Delivery:
+        """``pdus[i]`` on MCS ``mcs[i]``: each PDU is lost with the PER of its own MCS and length."""
         snrs = self.packet_snr_db(snr_db, len(pdus), rng)
         draws = rng.random(len(pdus))
-        keep = [draws[i] >= curve.packet_error_rate(len(p), snrs[i]) for i, p in enumerate(pdus)]
+        keep = [draws[i] >= self.table.curve(m).packet_error_rate(len(p), snrs[i])
+                for i, (p, m) in enumerate(zip(pdus, mcs))]
         delivered = [p for p, k in zip(pdus, keep) if k]
         return Delivery(delivered, len(pdus), len(pdus) - len(delivered))
 
@@ -244,5 +248,19 @@ class FlowgraphChannel:
         for p in pdus:
             if received[p] > 0:
                 received[p] -= 1
+                delivered.append(p)
+        return Delivery(delivered, len(pdus), len(pdus) - len(delivered))
+
+    def transmit_each(self, pdus: list[bytes], mcs: list[str], snr_db: float, rng: np.random.Generator) -> Delivery:
+        """``pdus[i]`` on MCS ``mcs[i]``: one flowgraph run per MCS, as the receiver does not yet read a PDU's
+        MCS from its packet header. Copies count apart, as in ``transmit``."""
+        arrived: Counter = Counter()
+        for m in dict.fromkeys(mcs):
+            sent = [p for p, q in zip(pdus, mcs) if q == m]
+            arrived.update((p, m) for p in self.transmit(sent, m, snr_db, rng).delivered)
+        delivered = []
+        for p, m in zip(pdus, mcs):
+            if arrived[p, m] > 0:
+                arrived[p, m] -= 1
                 delivered.append(p)
         return Delivery(delivered, len(pdus), len(pdus) - len(delivered))

@@ -7,8 +7,10 @@ A scheme is one small class registered by name:
     reconstruct(payload, delivery)                -> Outcome     what the receiver shows
 
 Digital schemes are prepared and sent once per MCS (``semcom.radio.mcs``); the sweep reports each at its
-best MCS per SNR. Every PDU costs ``semcom.radio.packet.channel_symbols_for`` symbols at its MCS: ramps,
-access code and header, FEC-coded payload and CRC32, so every overhead counts against the budget.
+best MCS per SNR. A scheme that adapts to the SNR (``ours-adapt``) is instead prepared once per SNR,
+``prepare_at_snr(image, key_mask, budget_symbols, snr_db, per_table)``, and picks each PDU's MCS itself.
+Every PDU costs ``semcom.radio.packet.channel_symbols_for`` symbols at its MCS: ramps, access code and
+header, FEC-coded payload and CRC32, so every overhead counts against the budget.
 The analog scheme (``deepjscc``) has no MCS (``mcs`` is None): its symbols cross the channel themselves.
 
 What the receiver shows when nothing decodable arrived (no header of ours, any PDU of a whole-image file
@@ -65,6 +67,7 @@ class Payload:
     channel_symbols: int
     rate: dict[str, Any] = field(default_factory=dict)
     state: Any = None           # whatever ``reconstruct`` needs
+    pdu_mcs: list[str] | None = None    # each PDU's own MCS (a scheme that adapts to the SNR); None: the sweep's
 
     @property
     def bytes(self) -> int:
@@ -103,7 +106,8 @@ class Scheme:
     """Base of the digital schemes: PDUs through the channel at one MCS."""
 
     name = ""
-    digital = True
+    digital = True              # prepared and sent once per MCS of the table
+    adapts_to_snr = False       # prepared once per SNR instead (``prepare_at_snr``), each PDU on an MCS it picks
 
     def __init__(self, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
@@ -232,10 +236,8 @@ class SemcomScheme(_SemanticBase):
     it fits or falls under MIN_KEY_FRACTION; then the key region is dropped (text only)."""
 
     def prepare(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, mcs) -> Payload:
-        c = self.config
         max_quality = getattr(self._configured_key_codec, "max_quality", None)
-        fraction, mask = DEFAULT_KEY_FRACTION, key_mask
-        while mask.any():
+        for mask, fraction in self._key_regions(image, key_mask):
             def fits(quality, mask=mask, fraction=fraction):
                 encoded, pdus = self._pdus(image, mask, quality, fraction)
                 return (encoded, pdus) if symbols_of(pdus, mcs) <= budget_symbols else None
@@ -246,17 +248,30 @@ class SemcomScheme(_SemanticBase):
                 quality, (encoded, pdus) = found
                 return Payload(pdus, symbols_of(pdus, mcs),
                                {"quality": quality, "key_fraction": round(float(encoded.key_mask.mean()), 4)}, image)
+        return text_only_payload(self, image, budget_symbols, mcs)
+
+    def _key_regions(self, image: np.ndarray, key_mask: np.ndarray):
+        """(mask, key fraction) to try in turn: the key region, then (saliency splitter only) the splitter re-run
+        at half the fraction, down to MIN_KEY_FRACTION; nothing for an empty key region."""
+        c = self.config
+        fraction, mask = DEFAULT_KEY_FRACTION, key_mask
+        while mask.any():
+            yield mask, fraction
             if fraction / 2 < MIN_KEY_FRACTION or c.regions != "saliency":
-                break
+                return
             fraction /= 2
             mask = self._memoised(image, ("mask", fraction), lambda f=fraction: registry.create(
                 "regions", "saliency", **{**c.regions_options, "key_fraction": f}).split(image))
-        return text_only_payload(self, image, budget_symbols, mcs)
+
+
+def text_only_pdus(scheme: _SemanticBase, image: np.ndarray) -> list[bytes]:
+    """The frame without a key region: header, text and (when configured) sketch."""
+    return scheme._pdus(image, np.zeros(image.shape[:2], bool), None, 0.0)[1]
 
 
 def text_only_payload(scheme: _SemanticBase, image: np.ndarray, budget_symbols: int, mcs) -> Payload:
     """Header and text (no key region); nothing at all when even that does not fit the budget."""
-    _, pdus = scheme._pdus(image, np.zeros(image.shape[:2], bool), None, 0.0)
+    pdus = text_only_pdus(scheme, image)
     if symbols_of(pdus, mcs) > budget_symbols:
         return Payload([], 0, {"quality": 0, "key_fraction": 0.0}, image)
     return Payload(pdus, symbols_of(pdus, mcs), {"quality": 0, "key_fraction": 0.0}, image)
@@ -557,3 +572,48 @@ ABLATIONS = ("ours-nosketch", "ours-nogen")
 def default_schemes() -> list[str]:
     names = ["ours", "jpeg", "webp", "avif", "roi-webp", "deepjscc", "text-only", *ABLATIONS]
     return [n for n in names if n != "avif" or avif_available()]
+
+
+@register_scheme("ours-adapt")
+class OursAdaptScheme(SemcomScheme):
+    """Ours with link adaptation (``semcom.radio.link_adaptation.plan_frame``), planned per image, SNR and
+    CBR from the PER table: header, text and sketch on one MCS, the key tiles on one no more robust, and
+    the largest key quality that fits the budget on that pair. Only when quality 1 fits on no pair is the
+    key region halved, as for ours (``key_fraction`` in ``rate`` says so); then text only, on the most
+    robust MCS that fits, which is also sent when the keyed frame is worth no more (``better_plan``).
+    ``rate["mcs"]`` names the plan (the sweep's ``mcs`` column)."""
+
+    digital = False
+    adapts_to_snr = True
+
+    def prepare_at_snr(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, snr_db: float,
+                       per_table) -> Payload:
+        from semcom.radio.link_adaptation import better_plan, plan_frame, plan_protected_only
+
+        max_quality = getattr(self._configured_key_codec, "max_quality", None)
+        text_only = plan_protected_only(text_only_pdus(self, image), snr_db, budget_symbols, per_table)
+        for mask, fraction in self._key_regions(image, key_mask):
+            def frame_at(level, mask=mask, fraction=fraction):
+                return self._pdus(image, mask, level if max_quality else None, fraction)[1]
+
+            plan = plan_frame(frame_at, max_quality or 1, snr_db, budget_symbols, per_table)
+            if plan is not None:
+                if better_plan(text_only, plan) is not plan:     # key tiles on links that lose them
+                    break
+                quality = plan.level if max_quality else 0
+                encoded = self._pdus(image, mask, quality or None, fraction)[0]
+                return _planned_payload(plan, image, quality, round(float(encoded.key_mask.mean()), 4))
+        return _planned_payload(text_only, image, 0, 0.0)
+
+    def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
+        return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
+
+
+NOTHING_FITS = "none"       # ours-adapt's plan when not even header and text fit the budget
+
+
+def _planned_payload(plan, image: np.ndarray, quality: int, key_fraction: float) -> Payload:
+    if plan is None:
+        return Payload([], 0, {"quality": 0, "key_fraction": 0.0, "mcs": NOTHING_FITS}, image, [])
+    rate = {"quality": quality, "key_fraction": key_fraction, "mcs": plan.summary()}
+    return Payload(plan.pdus, plan.symbols, rate, image, [m.name for m in plan.mcs])

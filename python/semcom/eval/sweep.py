@@ -7,6 +7,8 @@ crosses the channel and is scored. ``results_all_mcs.csv`` holds every MCS; ``re
 mean, over all images and seeds, of the selection metric (``--select-by``; default the mean of key-region
 and whole-image SSIM; a frame that did not arrive counts 0 there), the choice a radio adapting to the SNR
 approximates. ``--mcs NAME`` forces one MCS instead. DeepJSCC is analog: no MCS (``analog`` in the column).
+``ours-adapt`` plans its frame per image and SNR itself, an MCS per segment (its plan in the column, e.g.
+``hdr bpsk-r12, key qpsk-r34``), from the same PER table: one choice, not one per MCS.
 
 An MCS is skipped at an SNR (fast channel) when a faster MCS already loses under 0.1% of 1000-byte PDUs
 there: it sends fewer bytes over an equally clean link, so it cannot score higher (``--every-mcs`` scores
@@ -39,7 +41,8 @@ import numpy as np
 
 from semcom.codec.pipeline import PipelineConfig, coarse_mask
 from semcom.eval import metrics
-from semcom.eval.channel import CHANNEL_MODES, FADINGS, FastChannel, FlowgraphChannel, PerTable, shipped_per_table
+from semcom.eval.channel import (CHANNEL_MODES, FADINGS, REGENERATE_COMMAND, FastChannel, FlowgraphChannel, PerTable,
+                                 shipped_per_table)
 from semcom.eval.schemes import SCHEMES, default_schemes
 
 DEFAULT_SNR_GRID = "0,5,10,15"
@@ -231,11 +234,16 @@ class _ImageEvaluator:
                     snrs = [s for s in cfg.snr_db if mcs is None or mcs in self._mcs_to_score(s)]
                     if not snrs:
                         continue
-                    payload = scheme.prepare(image, key_mask, budget, mcs)
-                    payload_key = hash(tuple(payload.pdus)) if scheme.digital else id(payload)
+                    fixed = None if scheme.adapts_to_snr else scheme.prepare(image, key_mask, budget, mcs)
                     for snr_index, snr in enumerate(cfg.snr_db):
                         if snr not in snrs:
                             continue
+                        payload = scheme.prepare_at_snr(image, key_mask, budget, snr, self.table) \
+                            if scheme.adapts_to_snr else fixed
+                        # A frame's outcome depends on its PDUs and which arrived, not on the MCS (or plan)
+                        # that carried them: PDU payloads are keyed by content, analog ones by identity.
+                        payload_key = hash(tuple(payload.pdus)) if scheme.digital or scheme.adapts_to_snr \
+                            else id(payload)
                         for seed in range(cfg.seeds):
                             rng = np.random.default_rng([seed, index, snr_index, scheme_index])
                             delivery = scheme.transmit(payload, self.channel, mcs, snr, rng)
@@ -250,7 +258,8 @@ class _ImageEvaluator:
                             outcome, quality, outcome_file = scored[key]
                             rows.append({"_outcome": outcome_file, "_index": index,
                                 "image": Path(path).name, "scheme": scheme.name, "snr_db": snr, "cbr": str(cbr),
-                                "seed": seed, "mcs": mcs.name if mcs else ANALOG, "symbols": payload.channel_symbols,
+                                "seed": seed, "mcs": mcs.name if mcs else payload.rate.get("mcs", ANALOG),
+                                "symbols": payload.channel_symbols,
                                 "delivered": int(not outcome.frame_lost), **quality,
                                 **dict.fromkeys(PERCEPTUAL_COLUMNS, float("nan")), "budget_symbols": budget,
                                 "bytes": payload.bytes, "pdus_sent": delivery.sent, "pdus_lost": delivery.lost,
@@ -307,16 +316,17 @@ def _perceptual_in_worker(task):
 def best_mcs_rows(rows: list[dict], select_by: str) -> list[dict]:
     """Per (scheme, snr, cbr): the rows of the MCS with the highest mean selection score over every image
     and seed (the most robust MCS on ties). One MCS for all images, like a radio that adapts to the SNR: a
-    choice per image would pick the MCS whose one channel draw happened to be lucky."""
+    choice per image would pick the MCS whose one channel draw happened to be lucky. Rows not sent on one
+    MCS of the table (analog, or a scheme's own plan per image) are kept whole: there is nothing to choose."""
     from semcom.radio.mcs import MCS_NAMES
 
-    order = {name: i for i, name in enumerate((*MCS_NAMES, ANALOG))}
+    order = {name: i for i, name in enumerate(MCS_NAMES)}
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[(r["scheme"], r["snr_db"], r["cbr"])][r["mcs"]].append(r)
+        groups[(r["scheme"], r["snr_db"], r["cbr"])][r["mcs"] if r["mcs"] in order else None].append(r)
     best = []
     for by_mcs in groups.values():
-        name = max(sorted(by_mcs, key=order.get),
+        name = max(sorted(by_mcs, key=lambda m: order.get(m, len(order))),
                    key=lambda m: np.mean([_selection_score(r, select_by) for r in by_mcs[m]]))
         best += by_mcs[name]
     return best
@@ -352,6 +362,10 @@ def run_sweep(cfg: SweepConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     table = cfg.per_table or (shipped_per_table() if cfg.channel_mode == "fast" else _optional_table())
+    adapting = [n for n in cfg.schemes if SCHEMES[n].adapts_to_snr]
+    if adapting and table is None:
+        raise ValueError(f"{', '.join(adapting)} plans its frames with the PER table, and no fresh one "
+                         f"ships; regenerate it: {REGENERATE_COMMAND}")
     started = time.monotonic()
     rows: list[dict] = []
     tasks = list(enumerate(cfg.images))

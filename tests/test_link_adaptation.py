@@ -1,0 +1,187 @@
+"""Link adaptation (semcom.radio.link_adaptation, the ``ours-adapt`` scheme): the planner's choice of a
+protected MCS, a key MCS and a key quality per SNR and budget; a channel that drops each PDU by its own MCS;
+and an ``ours-adapt`` sweep whose rows record each SNR's own plan.
+
+Frames are built from hand-made PDUs and the PER table is synthetic, so the choices do not move when the
+shipped table is remeasured; only the sweep encodes a real (cropped) photo.
+"""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from semcom.codec.frame import PDU_HEADER, Segment, parse_pdu
+from semcom.codec.imageio import save_png
+from semcom.constants import PDU_MAGIC, WIRE_VERSION
+from semcom.eval.channel import PER_LENGTHS, FastChannel, FlowgraphChannel, PerCurve, PerTable
+from semcom.radio.link_adaptation import (PROTECTED_SEGMENTS, channel_symbols, plan_frame, plan_protected_only,
+                                          usable_bytes)
+from semcom.radio.mcs import MCS_NAMES, MCS_TABLE, mcs_by_name
+from semcom.radio.packet import channel_symbols_for
+
+KEY_BYTES_PER_LEVEL = 300
+MAX_LEVEL = 40
+
+
+def knee_table() -> PerTable:
+    """MCS number i works from 4 i dB (0, 4, ..., 20): PER 0.1 (64 B) / 0.5 (1000 B) at the knee, 0 from 1 dB
+    above, all lost 1 dB below."""
+    curves = {}
+    for i, m in enumerate(MCS_TABLE):
+        knee = 4.0 * i
+        grid = [-10.0, knee - 1, knee, knee + 1, 30.0]
+        per = [[1.0, 1.0], [0.6, 0.95], [0.1, 0.5], [0.0, 0.0], [0.0, 0.0]]
+        curves[m.name] = PerCurve(m.name, m.modulation, m.fec_code, list(PER_LENGTHS), grid, per, [[0, 0]] * 5)
+    return PerTable("synthetic", {}, curves)
+
+
+def pdu(segment: Segment, index: int, count: int, payload_bytes: int) -> bytes:
+    return PDU_HEADER.pack(PDU_MAGIC, WIRE_VERSION, 0, 7, segment, index, count) + bytes(payload_bytes)
+
+
+def frame_at(level: int) -> list[bytes]:
+    """Two header copies, key tiles of ``KEY_BYTES_PER_LEVEL * level`` bytes in PDUs of up to 990, the text."""
+    total = KEY_BYTES_PER_LEVEL * level
+    sizes = [990] * (total // 990) + ([total % 990] if total % 990 else [])
+    header = pdu(Segment.HEADER, 0, 1, 50)
+    keys = [pdu(Segment.KEY, i, len(sizes), n) for i, n in enumerate(sizes)]
+    return [header, header, *keys, pdu(Segment.TEXT, 0, 1, 80)]
+
+
+def rank(mcs) -> int:
+    return MCS_NAMES.index(mcs.name)
+
+
+def test_low_snr_protects_header_and_text_more_than_key_tiles_and_high_snr_sends_faster_key_tiles():
+    table = knee_table()
+    low = plan_frame(frame_at, MAX_LEVEL, 8.0, 20_000, table)       # qpsk-r12 at its knee, bpsk-r12 clean
+    high = plan_frame(frame_at, MAX_LEVEL, 21.0, 20_000, table)     # every MCS clean
+    assert low.summary() == "hdr bpsk-r12, key qpsk-r12"
+    assert rank(low.protected_mcs) < rank(low.key_mcs)
+    assert high.key_mcs.name == "16qam-r34" and high.level > low.level
+
+
+@pytest.mark.parametrize("snr_db", [2.0, 8.0, 12.5, 16.0, 21.0])
+def test_the_plan_is_worth_at_least_every_one_mcs_frame(snr_db):
+    """``ours`` on any single MCS is one of the candidates: the plan's value is never below it."""
+    table = knee_table()
+    plan = plan_frame(frame_at, MAX_LEVEL, snr_db, 20_000, table)
+    for m in MCS_TABLE:
+        one = plan_frame(frame_at, MAX_LEVEL, snr_db, 20_000, table, mcs_table=(m,))
+        if one is not None:
+            assert plan.value >= one.value - 1e-9, (m.name, plan.summary())
+
+
+@pytest.mark.parametrize("budget", [12_000, 20_000, 40_000, 100_000])
+def test_plans_fit_the_budget_and_count_symbols_per_pdu_at_its_mcs(budget):
+    table = knee_table()
+    for snr_db in (0.0, 4.5, 8.0, 13.0, 21.0):
+        plan = plan_frame(frame_at, MAX_LEVEL, snr_db, budget, table)
+        assert plan is not None and plan.pdus == frame_at(plan.level)
+        assert plan.symbols <= budget
+        assert plan.symbols == sum(channel_symbols_for(len(p), m.modulation, m.fec_code)
+                                   for p, m in zip(plan.pdus, plan.mcs))
+        for p, m in zip(plan.pdus, plan.mcs):
+            protected = parse_pdu(p).segment in PROTECTED_SEGMENTS
+            assert m == (plan.protected_mcs if protected else plan.key_mcs)
+        if plan.level < MAX_LEVEL:      # the largest level that fits on the chosen pair
+            bigger = frame_at(plan.level + 1)
+            on_pair = [plan.protected_mcs if parse_pdu(p).segment in PROTECTED_SEGMENTS else plan.key_mcs
+                       for p in bigger]
+            assert channel_symbols(bigger, on_pair) > budget
+
+
+def test_nothing_fits_a_budget_below_header_and_text():
+    text_only = frame_at(0)
+    cheapest = sum(channel_symbols_for(len(p), "16qam", "cc34") for p in text_only)
+    assert plan_protected_only(text_only, 10.0, cheapest - 1, knee_table()) is None
+    assert plan_frame(frame_at, MAX_LEVEL, 10.0, cheapest, knee_table()) is None    # one key PDU does not fit
+    fits = plan_protected_only(text_only, 10.0, 10 * cheapest, knee_table())
+    assert fits.symbols <= 10 * cheapest and fits.key_mcs is None and fits.level == 0
+
+
+def test_the_value_needs_the_header():
+    table = knee_table()
+    frame = frame_at(3)
+    on = [mcs_by_name("bpsk-r14")] * len(frame)
+    assert usable_bytes(frame[2:], on[2:], 21.0, table) == 0.0          # no header copy sent
+    assert usable_bytes(frame, on, -20.0, table) == pytest.approx(0.0, abs=1e-6)     # every copy lost
+    assert usable_bytes(frame, on, 21.0, table) == pytest.approx(50 + 3 * KEY_BYTES_PER_LEVEL + 80)
+
+
+def test_fast_channel_drops_each_pdu_by_its_own_mcs():
+    pdus = [i.to_bytes(4, "big") + bytes(996) for i in range(400)]
+    mcs = ["bpsk-r14" if i % 2 else "16qam-r34" for i in range(400)]     # 8 dB: clean / all lost
+    delivery = FastChannel(knee_table()).transmit_each(pdus, mcs, 8.0, np.random.default_rng(0))
+    assert delivery.delivered == pdus[1::2]
+    assert (delivery.sent, delivery.lost) == (400, 200)
+
+
+def test_flowgraph_channel_sends_each_pdu_on_its_own_mcs():
+    """Through the real flowgraph at 10 dB: bpsk-r14 arrives, 16qam-r34 (clean only from about 20 dB) does not."""
+    pdus = [i.to_bytes(4, "big") + bytes(60) for i in range(6)]
+    mcs = ["bpsk-r14", "16qam-r34"] * 3
+    delivery = FlowgraphChannel().transmit_each(pdus, mcs, 10.0, np.random.default_rng(1))
+    assert delivery.delivered == pdus[0::2] and delivery.lost == 3
+
+
+def test_flowgraph_channel_counts_copies_on_one_mcs_apart(monkeypatch):
+    """The header goes twice on one MCS: one copy arriving must not deliver both."""
+    from semcom.eval.channel import Delivery
+
+    def every_second_lost(self, pdus, mcs, snr_db, rng):
+        return Delivery(pdus[1::2], len(pdus), len(pdus) // 2)
+
+    monkeypatch.setattr(FlowgraphChannel, "transmit", every_second_lost)
+    header, key = pdu(Segment.HEADER, 0, 1, 50), pdu(Segment.KEY, 0, 1, 500)
+    delivery = FlowgraphChannel().transmit_each([header, header, key, key], ["bpsk-r12", "bpsk-r12", "qpsk-r12",
+                                                                             "qpsk-r12"], 5.0, None)
+    assert delivery.delivered == [header, key] and delivery.lost == 2
+
+
+def test_rows_of_a_scheme_with_its_own_plan_per_image_are_not_split_by_plan():
+    from semcom.eval.sweep import best_mcs_rows
+
+    def row(image, scheme, mcs, key):
+        return {"image": image, "scheme": scheme, "snr_db": 5.0, "cbr": "1/24", "mcs": mcs, "seed": 0,
+                "key_ssim": key, "whole_ssim": key, "delivered": 1}
+
+    rows = [row("a", "ours-adapt", "hdr bpsk-r12, key qpsk-r12", 0.9), row("b", "ours-adapt", "hdr qpsk-r12", 0.2),
+            row("a", "ours", "qpsk-r12", 0.9), row("b", "ours", "qpsk-r12", 0.1),
+            row("a", "ours", "bpsk-r12", 0.3), row("b", "ours", "bpsk-r12", 0.3)]
+    best = best_mcs_rows(rows, "mean_ssim")
+    assert {(r["scheme"], r["image"], r["mcs"]) for r in best} == {
+        ("ours-adapt", "a", "hdr bpsk-r12, key qpsk-r12"), ("ours-adapt", "b", "hdr qpsk-r12"),
+        ("ours", "a", "qpsk-r12"), ("ours", "b", "qpsk-r12")}
+
+
+def test_ours_adapt_sweep_rows_record_each_snrs_own_plan(photos, tmp_path):
+    from semcom.codec.pipeline import PipelineConfig
+    from semcom.eval.schemes import SCHEMES
+    from semcom.eval.sweep import SweepConfig, budget_symbols, evaluation_key_mask, run_sweep
+
+    crop = photos["chelsea"][40:232, 120:376]
+    save_png(crop, tmp_path / "chelsea.png")
+    table = knee_table()
+    cfg = SweepConfig(images=[tmp_path / "chelsea.png"], snr_db=[5.0, 21.0], cbr=[Fraction(1, 6)], seeds=1,
+                      out=tmp_path / "out", progress=False, per_table=table, schemes=("ours-adapt",))
+    with open(run_sweep(cfg)) as f:
+        rows = {float(r["snr_db"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {5.0, 21.0} and {r["scheme"] for r in rows.values()} == {"ours-adapt"}
+
+    scheme = SCHEMES["ours-adapt"](PipelineConfig())
+    key_mask = evaluation_key_mask(crop, scheme.config)
+    budget = budget_symbols(Fraction(1, 6), *crop.shape[:2])
+    for snr_db, row in rows.items():
+        planned = scheme.prepare_at_snr(crop, key_mask, budget, snr_db, table)
+        assert row["mcs"] == planned.rate["mcs"] and row["mcs"].startswith("hdr ")
+        assert (int(row["symbols"]), int(row["bytes"]), int(row["quality"])) == (
+            planned.channel_symbols, planned.bytes, planned.rate["quality"])
+        assert int(row["symbols"]) <= int(row["budget_symbols"]) == budget
+        assert int(row["pdus_sent"]) == len(planned.pdus)
+    assert int(rows[21.0]["quality"]) > int(rows[5.0]["quality"]) > 0
+    assert rows[21.0]["delivered"] == "1"
