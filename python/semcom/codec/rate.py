@@ -13,7 +13,7 @@ carries key tiles.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -37,6 +37,22 @@ class BudgetFit:
     key_options: dict[str, Any]    # the key codec's options that produced it ("quality", AVIF "scale")
     key_mask: np.ndarray           # (H, W) bool, the key mask that was coded (shrunk or as given)
     shrunk: bool                   # True when the key region had to shrink to fit
+
+
+def largest_fitting(low: int, high: int, fits: Callable[[int], Any]) -> tuple[int, Any] | None:
+    """Largest q in [low, high] with ``fits(q)`` not None (assumes size grows with q): (q, result) or None."""
+    result = fits(low)
+    if result is None:
+        return None
+    best = (low, result)
+    while low < high:
+        mid = (low + high + 1) // 2
+        result = fits(mid)
+        if result is not None:
+            best, low = (mid, result), mid
+        else:
+            high = mid - 1
+    return best
 
 
 def level_budget_bytes(key_mask: np.ndarray, level: int) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from semcom.codec.rate import largest_fitting
 from semcom.eval.metrics import psnr_db, ssim
 
 
@@ -49,22 +49,6 @@ def jpeg_at_key_psnr(image: np.ndarray, key_mask: np.ndarray, target_psnr_db: fl
         else:
             low = middle + 1
     return best if best.quality == low else point(low)
-
-
-def largest_fitting(low: int, high: int, fits: Callable[[int], Any]) -> tuple[int, Any] | None:
-    """Largest q in [low, high] with ``fits(q)`` not None (assumes size grows with q): (q, result) or None."""
-    result = fits(low)
-    if result is None:
-        return None
-    best = (low, result)
-    while low < high:
-        mid = (low + high + 1) // 2
-        result = fits(mid)
-        if result is not None:
-            best, low = (mid, result), mid
-        else:
-            high = mid - 1
-    return best
 
 
 @dataclass

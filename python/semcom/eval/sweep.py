@@ -227,6 +227,7 @@ class _ImageEvaluator:
         rows = []
         scored: dict = {}
         saved: dict[int, str] = {}
+        analog: list = []
         for scheme_index, scheme in enumerate(self.schemes):
             for cbr in cfg.cbr:
                 budget = budget_symbols(cbr, h, w)
@@ -241,9 +242,13 @@ class _ImageEvaluator:
                         payload = scheme.prepare_at_snr(image, key_mask, budget, snr, self.table) \
                             if scheme.adapts_to_snr else fixed
                         # A frame's outcome depends on its PDUs and which arrived, not on the MCS (or plan)
-                        # that carried them: PDU payloads are keyed by content, analog ones by identity.
-                        payload_key = hash(tuple(payload.pdus)) if scheme.digital or scheme.adapts_to_snr \
-                            else id(payload)
+                        # that carried them: PDU payloads are keyed by content, analog ones by identity
+                        # (kept alive in ``analog`` for the image, so no later payload can reuse an id).
+                        if scheme.digital or scheme.adapts_to_snr:
+                            payload_key = hash(tuple(payload.pdus))
+                        else:
+                            analog.append(payload)
+                            payload_key = id(payload)
                         for seed in range(cfg.seeds):
                             rng = np.random.default_rng([seed, index, snr_index, scheme_index])
                             delivery = scheme.transmit(payload, self.channel, mcs, snr, rng)

@@ -19,7 +19,7 @@ on a robust MCS are worth more.
 
 Symbols always come from ``semcom.radio.packet.channel_symbols_for`` per PDU at its MCS. This module
 imports the radio layer, so it lives under ``semcom.radio``, not ``semcom.codec``; the level bisection is
-``ours``' own (``semcom.eval.baselines.largest_fitting``), so both fit a frame to a budget the same way.
+``ours``' own (``semcom.codec.rate.largest_fitting``), so both fit a frame to a budget the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from semcom.codec.frame import Segment, parse_pdu
+from semcom.codec.rate import largest_fitting
 from semcom.radio.mcs import MCS_TABLE, Mcs
 
 PROTECTED_SEGMENTS = frozenset({Segment.HEADER, Segment.TEXT, Segment.SKETCH})
@@ -82,8 +83,6 @@ def plan_frame(frame_at: Callable[[int], list[bytes]], max_level: int, snr_db: f
     ``frame_at(level)`` gives the frame's PDUs at key quality ``level`` (1..``max_level``, bytes growing
     with it); the caller shrinks the key region when this returns None.
     """
-    from semcom.eval.baselines import largest_fitting
-
     best: FramePlan | None = None
     for p_index, protected in enumerate(mcs_table):
         for key_mcs in mcs_table[p_index:]:
