@@ -185,3 +185,23 @@ def test_ours_adapt_sweep_rows_record_each_snrs_own_plan(photos, tmp_path):
         assert int(row["pdus_sent"]) == len(planned.pdus)
     assert int(rows[21.0]["quality"]) > int(rows[5.0]["quality"]) > 0
     assert rows[21.0]["delivered"] == "1"
+
+
+def test_ranked_by_key_quality_a_lossy_fast_key_mcs_loses_to_a_clean_slow_one():
+    """At 8 dB (knee table) qpsk-r12 loses half of every 1000-byte key PDU, bpsk-r12 none. Usable bytes
+    prefer the fast lossy key MCS (more bytes arrive); the key-quality value sees that every lost tile is
+    generated: with a poor generated tile the clean slow frame wins, with a generator as good as the
+    tiles the fast one may still win, and the choice follows the score, not the byte count."""
+    from semcom.radio.link_adaptation import KeyQuality, expected_key_quality
+
+    table = knee_table()
+    by_bytes = plan_frame(frame_at, MAX_LEVEL, 8.0, 20_000, table)
+    assert by_bytes.key_mcs.name == "qpsk-r12"
+    poor_generator = KeyQuality(at_level=lambda level: 0.5 + level / (2 * MAX_LEVEL), tiles_lost=0.2, frame_lost=0.1)
+    by_quality = plan_frame(frame_at, MAX_LEVEL, 8.0, 20_000, table, quality=poor_generator)
+    assert by_quality.key_mcs.name == "bpsk-r12"
+    value = expected_key_quality(by_quality.pdus, by_quality.mcs, by_quality.level, 8.0, table, poor_generator)
+    assert value == pytest.approx(by_quality.value) and value == pytest.approx(poor_generator.at_level(by_quality.level))
+    # Next to nothing arrives at -5 dB on any MCS: every plan is worth about what a lost frame shows.
+    lost = plan_protected_only(frame_at(0)[:2] + frame_at(0)[-1:], -5.0, 20_000, table, quality=poor_generator)
+    assert lost.value == pytest.approx(poor_generator.frame_lost, abs=1e-3)

@@ -33,9 +33,8 @@ from PIL import Image
 from semcom.codec import registry
 from semcom.codec.frame import FrameAssembler
 from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
-from semcom.codec.rate import OnceDescriber
+from semcom.codec.rate import OnceDescriber, largest_fitting
 from semcom.constants import DEFAULT_KEY_FRACTION
-from semcom.eval.baselines import largest_fitting
 
 LOST_FRAME_GREY = 128
 # ``ours``: when the lowest key quality does not fit the budget, the key fraction is halved, down to this.
@@ -581,7 +580,9 @@ class OursAdaptScheme(SemcomScheme):
     the largest key quality that fits the budget on that pair. Only when quality 1 fits on no pair is the
     key region halved, as for ours (``key_fraction`` in ``rate`` says so); then text only, on the most
     robust MCS that fits, which is also sent when the keyed frame is worth no more (``better_plan``).
-    ``rate["mcs"]`` names the plan (the sweep's ``mcs`` column)."""
+    Plans are ranked by expected key-region SSIM (``link_adaptation.KeyQuality``: the sender decodes its
+    own frame whole, without key tiles, and scores grey for a lost header). ``rate["mcs"]`` names the
+    plan (the sweep's ``mcs`` column)."""
 
     digital = False
     adapts_to_snr = True
@@ -591,12 +592,16 @@ class OursAdaptScheme(SemcomScheme):
         from semcom.radio.link_adaptation import better_plan, plan_frame, plan_protected_only
 
         max_quality = getattr(self._configured_key_codec, "max_quality", None)
-        text_only = plan_protected_only(text_only_pdus(self, image), snr_db, budget_symbols, per_table)
+        plain = self._key_quality(image, key_mask, key_mask, DEFAULT_KEY_FRACTION, max_quality) \
+            if key_mask.any() else None            # nothing to score: rank by usable bytes
+        text_only = plan_protected_only(text_only_pdus(self, image), snr_db, budget_symbols, per_table,
+                                        quality=plain)
         for mask, fraction in self._key_regions(image, key_mask):
             def frame_at(level, mask=mask, fraction=fraction):
                 return self._pdus(image, mask, level if max_quality else None, fraction)[1]
 
-            plan = plan_frame(frame_at, max_quality or 1, snr_db, budget_symbols, per_table)
+            quality = self._key_quality(image, key_mask, mask, fraction, max_quality)
+            plan = plan_frame(frame_at, max_quality or 1, snr_db, budget_symbols, per_table, quality=quality)
             if plan is not None:
                 if better_plan(text_only, plan) is not plan:     # key tiles on links that lose them
                     break
@@ -607,6 +612,31 @@ class OursAdaptScheme(SemcomScheme):
 
     def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
         return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
+
+    def _key_quality(self, image: np.ndarray, key_mask: np.ndarray, mask: np.ndarray, fraction: float,
+                     max_quality: int | None):
+        """Key-region SSIM (over the scored ``key_mask``) of what the receiver shows when the frame coded over
+        ``mask`` arrives whole, without its key tiles, or not at all: the sender decodes its own frames."""
+        from semcom.codec.frame import Segment, parse_pdu
+        from semcom.eval.channel import Delivery
+        from semcom.eval.metrics import ssim
+        from semcom.radio.link_adaptation import KeyQuality
+
+        def score(pdus: list[bytes]) -> float:
+            shown = self.reconstruct(Payload(pdus, 0, {}, image), Delivery(pdus, len(pdus), 0)).image
+            return ssim(image, shown, key_mask)
+
+        def memo(key, make):
+            return self._memoised(image, (self.name, "key ssim", fraction, key), make)
+
+        def frame(level: int) -> list[bytes]:
+            return self._pdus(image, mask, level if max_quality else None, fraction)[1]
+
+        return KeyQuality(
+            at_level=lambda level: memo(level, lambda: score(frame(level))),
+            tiles_lost=memo("tiles lost", lambda: score([p for p in frame(1) if parse_pdu(p).segment != Segment.KEY])),
+            frame_lost=memo("frame lost", lambda: ssim(image, grey_like(image), key_mask)),
+        )
 
 
 NOTHING_FITS = "none"       # ours-adapt's plan when not even header and text fit the budget

@@ -17,6 +17,15 @@ same value ranks a frame without key tiles (``plan_protected_only``) against the
 (``better_plan``): where every MCS that fits the keyed frame is lost at the SNR, header, text and sketch alone
 on a robust MCS are worth more.
 
+With a ``KeyQuality`` (what the receiver shows in the key region, scored at the sender, which holds the
+original and can decode its own frame), the value is instead the expected key-region score:
+
+    P(header) x (d x score(level) + (1 - d) x score(tiles lost)) + (1 - P(header)) x score(frame lost)
+
+with ``d`` the expected share of key payload bytes that arrive. Bytes are a poor stand-in where a fast key
+MCS loses most tiles: tiles that do not arrive are generated, and a lossy frame at a high level can then be
+worth less than a clean one at a low level, which the byte count cannot see.
+
 Symbols always come from ``semcom.radio.packet.channel_symbols_for`` per PDU at its MCS. This module
 imports the radio layer, so it lives under ``semcom.radio``, not ``semcom.codec``; the level bisection is
 ``ours``' own (``semcom.codec.rate.largest_fitting``), so both fit a frame to a budget the same way.
@@ -32,7 +41,16 @@ from semcom.codec.rate import largest_fitting
 from semcom.radio.mcs import MCS_TABLE, Mcs
 
 PROTECTED_SEGMENTS = frozenset({Segment.HEADER, Segment.TEXT, Segment.SKETCH})
-NEGLIGIBLE_BYTES = 1e-3     # value differences below this are ties (where nothing arrives, every plan is ~0)
+NEGLIGIBLE = 1e-3           # value differences below this are ties (bytes, or a key-region score like SSIM)
+
+
+@dataclass
+class KeyQuality:
+    """The key-region score (higher is better, e.g. SSIM) of what the receiver shows, per outcome."""
+
+    at_level: Callable[[int], float]      # every PDU received, key quality ``level``
+    tiles_lost: float                     # header, text and sketch received, no key tile
+    frame_lost: float                     # no header copy received: nothing is drawn
 
 
 def channel_symbols(pdus: list[bytes], mcs_per_pdu: list[Mcs]) -> int:
@@ -50,7 +68,7 @@ class FramePlan:
     mcs: list[Mcs]
     level: int
     symbols: int
-    value: float                # expected usable payload bytes (module docstring)
+    value: float                # expected usable payload bytes, or key-region score (module docstring)
     protected_mcs: Mcs
     key_mcs: Mcs | None
 
@@ -76,12 +94,43 @@ def usable_bytes(pdus: list[bytes], mcs: list[Mcs], snr_db: float, per_table) ->
     return (1.0 - copies_lost[header]) * (payload_bytes[header] + arrives)
 
 
+def _arrival(pdus: list[bytes], mcs: list[Mcs], snr_db: float, per_table):
+    """(P(a header copy arrives), expected share of key payload bytes that arrive) of a planned frame."""
+    header_lost, key_bytes, key_arrives = 1.0, 0, 0.0
+    for pdu, m in zip(pdus, mcs):
+        parsed = parse_pdu(pdu)
+        per = float(per_table.packet_error_rate(m.name, len(pdu), snr_db))
+        if parsed.segment == Segment.HEADER:
+            header_lost *= per
+        elif parsed.segment == Segment.KEY:
+            key_bytes += len(parsed.payload)
+            key_arrives += (1.0 - per) * len(parsed.payload)
+    return 1.0 - header_lost, (key_arrives / key_bytes if key_bytes else 0.0)
+
+
+def expected_key_quality(pdus: list[bytes], mcs: list[Mcs], level: int, snr_db: float, per_table,
+                         quality: KeyQuality) -> float:
+    """The value the planner maximises when given a ``KeyQuality`` (module docstring); level 0: no key tiles."""
+    header, delivered = _arrival(pdus, mcs, snr_db, per_table)
+    received = quality.tiles_lost if level == 0 else \
+        delivered * quality.at_level(level) + (1.0 - delivered) * quality.tiles_lost
+    return header * received + (1.0 - header) * quality.frame_lost
+
+
+def _value(pdus, mcs, level, snr_db, per_table, quality: KeyQuality | None) -> float:
+    if quality is None:
+        return usable_bytes(pdus, mcs, snr_db, per_table)
+    return expected_key_quality(pdus, mcs, level, snr_db, per_table, quality)
+
+
 def plan_frame(frame_at: Callable[[int], list[bytes]], max_level: int, snr_db: float, budget_symbols: int,
-               per_table, mcs_table: tuple[Mcs, ...] = MCS_TABLE) -> FramePlan | None:
+               per_table, mcs_table: tuple[Mcs, ...] = MCS_TABLE,
+               quality: KeyQuality | None = None) -> FramePlan | None:
     """The best plan over (protected MCS, key MCS) pairs, or None when level 1 fits on no pair.
 
     ``frame_at(level)`` gives the frame's PDUs at key quality ``level`` (1..``max_level``, bytes growing
-    with it); the caller shrinks the key region when this returns None.
+    with it); the caller shrinks the key region when this returns None. ``quality``: rank plans by the
+    expected key-region score instead of usable bytes.
     """
     best: FramePlan | None = None
     for p_index, protected in enumerate(mcs_table):
@@ -97,14 +146,15 @@ def plan_frame(frame_at: Callable[[int], list[bytes]], max_level: int, snr_db: f
                 continue
             level, (pdus, mcs, symbols) = found
             has_key = any(parse_pdu(p).segment == Segment.KEY for p in pdus)
-            plan = FramePlan(pdus, mcs, level, symbols, usable_bytes(pdus, mcs, snr_db, per_table),
+            plan = FramePlan(pdus, mcs, level, symbols, _value(pdus, mcs, level, snr_db, per_table, quality),
                              protected, key_mcs if has_key else None)
             best = better_plan(best, plan)
     return best
 
 
 def plan_protected_only(pdus: list[bytes], snr_db: float, budget_symbols: int, per_table,
-                        mcs_table: tuple[Mcs, ...] = MCS_TABLE) -> FramePlan | None:
+                        mcs_table: tuple[Mcs, ...] = MCS_TABLE,
+                        quality: KeyQuality | None = None) -> FramePlan | None:
     """A frame without key tiles (header, text, sketch): all on the one MCS of the largest value that fits
     (in practice the most robust that fits), or None when none does."""
     best: FramePlan | None = None
@@ -112,7 +162,7 @@ def plan_protected_only(pdus: list[bytes], snr_db: float, budget_symbols: int, p
         mcs = [m] * len(pdus)
         symbols = channel_symbols(pdus, mcs)
         if symbols <= budget_symbols:
-            value = usable_bytes(pdus, mcs, snr_db, per_table)
+            value = _value(pdus, mcs, 0, snr_db, per_table, quality)
             best = better_plan(best, FramePlan(pdus, mcs, 0, symbols, value, m, None))
     return best
 
@@ -122,4 +172,4 @@ def better_plan(best: FramePlan | None, candidate: FramePlan | None) -> FramePla
     robust MCS, the text-only frame)."""
     if candidate is None or best is None:
         return best or candidate
-    return candidate if candidate.value > best.value + NEGLIGIBLE_BYTES else best
+    return candidate if candidate.value > best.value + NEGLIGIBLE else best
