@@ -326,3 +326,13 @@ def test_a_worker_that_cannot_start_reports_instead_of_respawning(tmp_path):
             sweep._fidelity_in_worker((0, tmp_path / "a.png", tmp_path))
     finally:
         sweep._WORKER = None
+
+
+def test_every_analog_transmission_is_its_own_outcome():
+    """DeepJSCC's outcome key once was ``id(delivery)``: CPython hands a freed delivery's address to the next
+    one, so the sweep scored a later SNR with an earlier SNR's image."""
+    from semcom.eval.schemes import AnalogDelivery, DeepJsccScheme
+
+    scheme = DeepJsccScheme()
+    keys = [scheme.outcome_key(None, AnalogDelivery(None)) for _ in range(50)]
+    assert len(set(keys)) == len(keys)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field, replace
@@ -561,8 +562,12 @@ class DeepJsccScheme(Scheme):
             return Outcome(grey_like(image), True, {})
         return Outcome(resized(delivery.image, image.shape[1], image.shape[0], Image.BICUBIC), False, {})
 
+    _transmissions = itertools.count()
+
     def outcome_key(self, payload: Payload, delivery) -> Any:
-        return id(delivery)         # every noise realisation is a different image
+        """A number per transmission: every noise realisation is a different image. (It was ``id(delivery)``,
+        which a later delivery reuses once the first is freed: the sweep then showed another SNR's image.)"""
+        return next(self._transmissions)
 
 
 ABLATIONS = ("ours-nosketch", "ours-nogen")
