@@ -10,12 +10,15 @@ frame (the rest: sketch decoding, blending, bookkeeping); "enc+dec" is the sum o
 
 A second table times the generators of ``--generators`` (``name`` or ``name:model``) on the same received
 frame, one after the other in each repeat, with the median of each one's time over the first one's: on a
-machine shared with other work the ratios hold where the milliseconds do not.
+machine shared with other work the ratios hold where the milliseconds do not. A third times the key-tile
+coding of one frame with one thread and with ``tile_threads()`` (``SEMCOM_TILE_THREADS``), alternately, and
+gives the median ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -106,6 +109,32 @@ def generator_times(image: np.ndarray, config: PipelineConfig, generators: list[
     return clocks
 
 
+def tile_thread_times(image: np.ndarray, config: PipelineConfig, repeats: int) -> dict[int, list[float]]:
+    """threads -> [s per repeat] of the key stage of encode (same mask), 1 thread and tile_threads() alternately."""
+    from semcom.codec.key.classical import tile_threads
+
+    encoder = SemanticEncoder(config)
+    mask = encoder.splitter.split(image)
+    inner = encoder.key_codec
+    configured = os.environ.get("SEMCOM_TILE_THREADS")
+    counts = (1, tile_threads())
+    clocks: dict[int, list[float]] = {n: [] for n in counts}
+    try:
+        for _ in range(repeats):
+            for n in counts:
+                os.environ["SEMCOM_TILE_THREADS"] = str(n)
+                clock = defaultdict(float)
+                encoder.key_codec = _Timed(inner, "key", clock, ("encode_tile", "encode_tiles"))
+                encoder.encode(image, key_mask=mask)
+                clocks[n].append(clock["key"])
+    finally:
+        if configured is None:
+            os.environ.pop("SEMCOM_TILE_THREADS", None)
+        else:
+            os.environ["SEMCOM_TILE_THREADS"] = configured
+    return clocks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -146,6 +175,20 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{1000 * np.median(clocks[g]):.1f} ({np.median(np.divide(clocks[g], clocks[first])):.2f}x)"
                      for g in generators]
             print(f"| {path.name} | " + " | ".join(cells) + " |")
+    from semcom.codec.key.classical import tile_threads
+
+    if tile_threads() == 1:
+        print("\nKey-tile threads: tile_threads() is 1 here, nothing to compare")
+        return 0
+    print(f"\nKey-tile coding of one frame ({config.key}; median of {args.repeats}, milliseconds), one thread against "
+          "tile_threads(), alternately:\n")
+    print("| image | threads | 1 thread | N threads | 1 / N |")
+    print("|---|---:|---:|---:|---:|")
+    for path in bundled_photos():
+        clocks = tile_thread_times(load_image(path), config, args.repeats)
+        one, many = clocks
+        print(f"| {path.name} | {many} | {1000 * np.median(clocks[one]):.1f} | {1000 * np.median(clocks[many]):.1f} | "
+              f"{np.median(np.divide(clocks[one], clocks[many])):.2f}x |")
     return 0
 
 
