@@ -25,8 +25,11 @@ def _done(directory: Path, marker: str) -> bool:
     return (directory / marker).is_file()
 
 
-def build_tiny_blip(directory: str | Path) -> Path:
-    """BLIP captioner + processor (32x32 input, 2-layer vision and text transformers)."""
+def build_tiny_blip(directory: str | Path, hidden_size: int = 32) -> Path:
+    """BLIP captioner + processor (32x32 input, 2-layer vision and text transformers of ``hidden_size``).
+
+    bitsandbytes 0.50 repacks NF4 weights for CPUs with AVX512-BF16 and fails on layers narrower than its
+    64-value block: NF4 tests on such CPUs need ``hidden_size`` 64 (real BLIP layers are 768 wide)."""
     directory = Path(directory)
     if _done(directory, "config.json"):
         return directory
@@ -35,12 +38,13 @@ def build_tiny_blip(directory: str | Path) -> Path:
     vocab = {w: i for i, w in enumerate(_BLIP_WORDS)}
     tokenizer = transformers.BertTokenizerFast(vocab=vocab, do_lower_case=True, bos_token="[DEC]")
     config = transformers.BlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vision_config=dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        text_config=dict(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=64, bos_token_id=vocab["[DEC]"],
                          pad_token_id=vocab["[PAD]"], sep_token_id=vocab["[SEP]"], eos_token_id=vocab["[SEP]"]),
-        projection_dim=32)
+        projection_dim=hidden_size)
     torch.manual_seed(_SEED)
     model = transformers.BlipForConditionalGeneration(config).eval()
     image_processor = transformers.BlipImageProcessorPil(size={"height": 32, "width": 32})
