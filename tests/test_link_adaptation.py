@@ -16,7 +16,7 @@ import pytest
 
 from semcom.codec.frame import PDU_HEADER, Segment, parse_pdu
 from semcom.codec.imageio import save_png
-from semcom.constants import PDU_MAGIC, WIRE_VERSION
+from semcom.constants import DEFAULT_KEY_FRACTION, PDU_MAGIC, WIRE_VERSION
 from semcom.eval.channel import PER_LENGTHS, FastChannel, FlowgraphChannel, PerCurve, PerTable
 from semcom.radio.link_adaptation import (PROTECTED_SEGMENTS, channel_symbols, plan_frame, plan_protected_only,
                                           usable_bytes)
@@ -205,3 +205,28 @@ def test_ranked_by_key_quality_a_lossy_fast_key_mcs_loses_to_a_clean_slow_one():
     # Next to nothing arrives at -5 dB on any MCS: every plan is worth about what a lost frame shows.
     lost = plan_protected_only(frame_at(0)[:2] + frame_at(0)[-1:], -5.0, 20_000, table, quality=poor_generator)
     assert lost.value == pytest.approx(poor_generator.frame_lost, abs=1e-3)
+
+
+def test_the_sketch_gives_way_only_where_it_keeps_every_key_tile_off_the_air(photos):
+    """A budget that holds the sketchless frame at key level 1 on the fastest MCS but not the frame with its
+    sketch: ours-adapt sends key tiles without the sketch. With room for both, the sketch stays."""
+    from semcom.codec.pipeline import PipelineConfig
+    from semcom.eval.schemes import SCHEMES
+    from semcom.eval.sweep import evaluation_key_mask
+
+    crop = photos["chelsea"][40:232, 120:376]
+    table = knee_table()
+    scheme = SCHEMES["ours-adapt"](PipelineConfig())
+    key_mask = evaluation_key_mask(crop, scheme.config)
+    fastest = MCS_TABLE[-1]
+    sketchless = scheme._sketchless._pdus(crop, key_mask, 1, DEFAULT_KEY_FRACTION)[1]
+    assert not any(parse_pdu(p).segment == Segment.SKETCH for p in sketchless)
+    tight = channel_symbols(sketchless, [fastest] * len(sketchless))
+    planned = scheme.prepare_at_snr(crop, key_mask, tight, 21.0, table)
+    assert planned.rate["quality"] >= 1 and planned.rate["mcs"].endswith(", no sketch")
+    assert not any(parse_pdu(p).segment == Segment.SKETCH for p in planned.pdus)
+    assert planned.channel_symbols <= tight
+
+    roomy = scheme.prepare_at_snr(crop, key_mask, 20 * tight, 21.0, table)
+    assert roomy.rate["quality"] >= 1 and "no sketch" not in roomy.rate["mcs"]
+    assert any(parse_pdu(p).segment == Segment.SKETCH for p in roomy.pdus)

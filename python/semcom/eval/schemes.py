@@ -592,8 +592,26 @@ class OursAdaptScheme(SemcomScheme):
     digital = False
     adapts_to_snr = True
 
+    def __init__(self, config: PipelineConfig | None = None):
+        super().__init__(config)
+        # The same frames without the sketch: tried when the sketch leaves no room for key tiles.
+        self._sketchless = _SketchlessAdaptFrames(config) if self.config.sketch_budget else None
+
     def prepare_at_snr(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, snr_db: float,
                        per_table) -> Payload:
+        """The best plan with the sketch; where that carries no key tile, the best plan without the sketch
+        when it is worth more (so the sketch goes out unless it is what keeps the key region off the air)."""
+        payload = self._plan(image, key_mask, budget_symbols, snr_db, per_table)
+        if payload.rate["quality"] or self._sketchless is None or not key_mask.any():
+            return payload
+        without = self._sketchless._plan(image, key_mask, budget_symbols, snr_db, per_table)
+        if without.rate["quality"] and without.rate["value"] > payload.rate["value"]:
+            without.rate["mcs"] += ", no sketch"
+            return without
+        return payload
+
+    def _plan(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, snr_db: float,
+              per_table) -> Payload:
         from semcom.radio.link_adaptation import better_plan, plan_frame, plan_protected_only
 
         max_quality = getattr(self._configured_key_codec, "max_quality", None)
@@ -644,11 +662,19 @@ class OursAdaptScheme(SemcomScheme):
         )
 
 
+class _SketchlessAdaptFrames(OursAdaptScheme):
+    """ours-adapt's frames without the SKETCH segment (not a scheme of its own: ``OursAdaptScheme`` asks it)."""
+
+    name = "ours-adapt without sketch"
+    config_overrides = {"sketch_budget": 0}
+
+
 NOTHING_FITS = "none"       # ours-adapt's plan when not even header and text fit the budget
 
 
 def _planned_payload(plan, image: np.ndarray, quality: int, key_fraction: float) -> Payload:
     if plan is None:
-        return Payload([], 0, {"quality": 0, "key_fraction": 0.0, "mcs": NOTHING_FITS}, image, [])
-    rate = {"quality": quality, "key_fraction": key_fraction, "mcs": plan.summary()}
+        return Payload([], 0, {"quality": 0, "key_fraction": 0.0, "mcs": NOTHING_FITS, "value": float("-inf")},
+                       image, [])
+    rate = {"quality": quality, "key_fraction": key_fraction, "mcs": plan.summary(), "value": plan.value}
     return Payload(plan.pdus, plan.symbols, rate, image, [m.name for m in plan.mcs])
