@@ -13,11 +13,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import stepped_per_table
 
 from semcom.codec.imageio import save_png
 from semcom.eval import metrics
-from semcom.eval.channel import (PER_LENGTHS, PER_SNR_GRID_DB, PER_STEEP_PDUS, FastChannel, FlowgraphChannel, PerCurve,
-                                 PerTable, StalePerTable, numbered_pdus, shipped_per_table)
+from semcom.eval.channel import (PER_SNR_GRID_DB, PER_STEEP_PDUS, FastChannel, FlowgraphChannel, PerTable, StalePerTable,
+                                 numbered_pdus, shipped_per_table)
 from semcom.eval.schemes import SCHEMES, default_schemes
 from semcom.eval.sweep import (COLUMNS, SweepConfig, best_mcs_rows, budget_symbols, parse_cbrs, parse_snr_grid,
                                run_sweep)
@@ -39,14 +40,8 @@ def crops(photos, tmp_path_factory):
 
 
 def synthetic_table() -> PerTable:
-    """Every MCS works 3 dB above the one before it (long PDUs fail first): scheme behaviour made testable."""
-    curves = {}
-    for i, m in enumerate(MCS_TABLE):
-        knee = 3.0 * i
-        grid = [-10.0, knee - 1, knee, knee + 1, 30.0]
-        per = [[1.0, 1.0], [0.6, 0.95], [0.1, 0.5], [0.0, 0.0], [0.0, 0.0]]
-        curves[m.name] = PerCurve(m.name, m.modulation, m.fec_code, list(PER_LENGTHS), grid, per, [[0, 0]] * 5)
-    return PerTable("synthetic", {}, curves)
+    """Every MCS works 3 dB above the one before it: scheme behaviour made testable."""
+    return stepped_per_table(3.0)
 
 
 def _rows(path):

@@ -13,11 +13,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import stepped_per_table
 
 from semcom.codec.frame import PDU_HEADER, Segment, parse_pdu
 from semcom.codec.imageio import save_png
 from semcom.constants import DEFAULT_KEY_FRACTION, PDU_MAGIC, WIRE_VERSION
-from semcom.eval.channel import PER_LENGTHS, FastChannel, FlowgraphChannel, PerCurve, PerTable
+from semcom.eval.channel import FastChannel, FlowgraphChannel, PerTable
 from semcom.radio.link_adaptation import (PROTECTED_SEGMENTS, channel_symbols, plan_frame, plan_protected_only,
                                           usable_bytes)
 from semcom.radio.mcs import MCS_NAMES, MCS_TABLE, mcs_by_name
@@ -28,15 +29,8 @@ MAX_LEVEL = 40
 
 
 def knee_table() -> PerTable:
-    """MCS number i works from 4 i dB (0, 4, ..., 20): PER 0.1 (64 B) / 0.5 (1000 B) at the knee, 0 from 1 dB
-    above, all lost 1 dB below."""
-    curves = {}
-    for i, m in enumerate(MCS_TABLE):
-        knee = 4.0 * i
-        grid = [-10.0, knee - 1, knee, knee + 1, 30.0]
-        per = [[1.0, 1.0], [0.6, 0.95], [0.1, 0.5], [0.0, 0.0], [0.0, 0.0]]
-        curves[m.name] = PerCurve(m.name, m.modulation, m.fec_code, list(PER_LENGTHS), grid, per, [[0, 0]] * 5)
-    return PerTable("synthetic", {}, curves)
+    """MCS number i works from 4 i dB (0, 4, ..., 20)."""
+    return stepped_per_table(4.0)
 
 
 def pdu(segment: Segment, index: int, count: int, payload_bytes: int) -> bytes:
