@@ -227,7 +227,7 @@ class _ImageEvaluator:
         rows = []
         scored: dict = {}
         saved: dict[int, str] = {}
-        analog: list = []
+        prepared: list = []             # every payload of the image, kept alive (see payload_key)
         for scheme_index, scheme in enumerate(self.schemes):
             for cbr in cfg.cbr:
                 budget = budget_symbols(cbr, h, w)
@@ -236,6 +236,7 @@ class _ImageEvaluator:
                     if not snrs:
                         continue
                     fixed = None if scheme.adapts_to_snr else scheme.prepare(image, key_mask, budget, mcs)
+                    prepared.append(fixed)
                     for snr_index, snr in enumerate(cfg.snr_db):
                         if snr not in snrs:
                             continue
@@ -243,12 +244,9 @@ class _ImageEvaluator:
                             if scheme.adapts_to_snr else fixed
                         # A frame's outcome depends on its PDUs and which arrived, not on the MCS (or plan)
                         # that carried them: PDU payloads are keyed by content, analog ones by identity
-                        # (kept alive in ``analog`` for the image, so no later payload can reuse an id).
-                        if scheme.digital or scheme.adapts_to_snr:
-                            payload_key = hash(tuple(payload.pdus))
-                        else:
-                            analog.append(payload)
-                            payload_key = id(payload)
+                        # (kept alive in ``prepared``, so no later payload of the image can reuse an id).
+                        payload_key = hash(tuple(payload.pdus)) if scheme.digital or scheme.adapts_to_snr \
+                            else id(payload)
                         for seed in range(cfg.seeds):
                             rng = np.random.default_rng([seed, index, snr_index, scheme_index])
                             delivery = scheme.transmit(payload, self.channel, mcs, snr, rng)
