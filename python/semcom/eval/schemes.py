@@ -621,7 +621,7 @@ class OursAdaptScheme(SemcomScheme):
                                         quality=plain)
         for mask, fraction in self._key_regions(image, key_mask):
             def frame_at(level, mask=mask, fraction=fraction):
-                return self._pdus(image, mask, level if max_quality else None, fraction)[1]
+                return self._level_pdus(image, mask, fraction, level, max_quality)
 
             quality = self._key_quality(image, key_mask, mask, fraction, max_quality)
             plan = plan_frame(frame_at, max_quality or 1, snr_db, budget_symbols, per_table, quality=quality)
@@ -635,6 +635,11 @@ class OursAdaptScheme(SemcomScheme):
 
     def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
         return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
+
+    def _level_pdus(self, image: np.ndarray, mask: np.ndarray, fraction: float, level: int,
+                    max_quality: int | None) -> list[bytes]:
+        """The frame's PDUs at key quality ``level`` (the configured quality for a codec without a knob)."""
+        return self._pdus(image, mask, level if max_quality else None, fraction)[1]
 
     def _key_quality(self, image: np.ndarray, key_mask: np.ndarray, mask: np.ndarray, fraction: float,
                      max_quality: int | None):
@@ -653,7 +658,7 @@ class OursAdaptScheme(SemcomScheme):
             return self._memoised(image, (self.name, "key ssim", fraction, key), make)
 
         def frame(level: int) -> list[bytes]:
-            return self._pdus(image, mask, level if max_quality else None, fraction)[1]
+            return self._level_pdus(image, mask, fraction, level, max_quality)
 
         return KeyQuality(
             at_level=lambda level: memo(level, lambda: score(frame(level))),

@@ -15,7 +15,7 @@ from semcom.constants import DEFAULT_KEY_QUALITY
 # Pillow's encoders release the GIL, so a frame's tiles are coded in threads: on 2 cores AVIF tiles of a
 # 512 px photo code 1.98x faster with identical bytes. ``SEMCOM_TILE_THREADS`` overrides the count (1 = no
 # threads; processes that already run one per core, like ``semcom eval``'s workers, want that).
-_TILE_POOL: ThreadPoolExecutor | None = None
+_TILE_POOL: tuple[int, ThreadPoolExecutor] | None = None       # (threads, pool)
 
 
 def tile_threads() -> int:
@@ -28,13 +28,14 @@ def tile_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _tile_pool() -> ThreadPoolExecutor:
+def _tile_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per process, rebuilt when ``SEMCOM_TILE_THREADS`` changed its size."""
     global _TILE_POOL
-    if _TILE_POOL is None or _TILE_POOL._max_workers != tile_threads():
+    if _TILE_POOL is None or _TILE_POOL[0] != threads:
         if _TILE_POOL is not None:
-            _TILE_POOL.shutdown(wait=False)
-        _TILE_POOL = ThreadPoolExecutor(tile_threads(), thread_name_prefix="semcom-tiles")
-    return _TILE_POOL
+            _TILE_POOL[1].shutdown(wait=False)
+        _TILE_POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix="semcom-tiles"))
+    return _TILE_POOL[1]
 
 
 class _PillowTileCodec:
@@ -65,9 +66,10 @@ class _PillowTileCodec:
 
     def encode_tiles(self, tiles: list[np.ndarray]) -> list[bytes]:
         """``encode_tile`` of each tile, in ``tile_threads()`` threads; same bytes in the same order."""
-        if tile_threads() <= 1 or len(tiles) < 2:
+        threads = tile_threads()
+        if threads <= 1 or len(tiles) < 2:
             return [self.encode_tile(t) for t in tiles]
-        return list(_tile_pool().map(self.encode_tile, tiles))
+        return list(_tile_pool(threads).map(self.encode_tile, tiles))
 
     def decode_tile(self, data: bytes, height: int, width: int) -> np.ndarray:
         """Returns (height, width, 3) uint8; any corrupt or mis-sized data raises ValueError."""
