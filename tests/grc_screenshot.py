@@ -57,10 +57,13 @@ def wait_until_drawn(out: Path, deadline: float, min_drawn: float = 0.3) -> None
         time.sleep(1.0)
 
 
+DRAW_TIMEOUT_S = 60.0
+
+
 def run_and_capture(command: list[str], marker: str, out: Path, timeout_s: float, settle_s: float,
                     env: dict | None = None) -> str:
     """Run ``command`` until ``marker`` appears in its output (then ``settle_s`` more), screenshot once the
-    screen is drawn and still, stop it.
+    screen is drawn and still (within ``DRAW_TIMEOUT_S``), stop it.
 
     Returns what the program printed; raises TimeoutError (after stopping it) when the marker never came.
     """
@@ -85,8 +88,13 @@ def run_and_capture(command: list[str], marker: str, out: Path, timeout_s: float
                 raise TimeoutError(f"{marker!r} not printed within {timeout_s:.0f} s "
                                    f"(exit status {process.poll()}):\n{''.join(lines)[-3000:]}")
             time.sleep(0.1)
+        marker_s = time.monotonic() - started
         time.sleep(settle_s)
-        wait_until_drawn(out, started + timeout_s)
+        try:        # drawing gets its own budget: a marker that came late must not leave it none
+            wait_until_drawn(out, time.monotonic() + DRAW_TIMEOUT_S)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; {marker!r} came after {marker_s:.0f} s; the program printed:\n"
+                               f"{''.join(lines)[-3000:]}") from None
     finally:
         if process.poll() is None:
             process.terminate()

@@ -317,7 +317,7 @@ def test_semcom_grc_window_shows_no_red(tmp_path):
     runs = [start_grc_screenshot(EXAMPLE_GRC, clean),          # two X servers side by side: half the wait
             start_grc_screenshot(broken_copy(EXAMPLE_GRC, tmp_path), broken)]
     for run in runs:
-        output, _ = run.communicate(timeout=180)
+        output, _ = run.communicate(timeout=240)   # marker 120 s + drawing 60 s + margin
         assert run.returncode == 0, output[-3000:]
     assert block_pixels(clean) > 20_000 and block_pixels(broken) > 20_000, "GRC's blocks are not on screen"
     assert red_pixels_below_toolbar(broken) > 100, "the screenshot check cannot see GRC's red"
