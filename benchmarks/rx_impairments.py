@@ -3,7 +3,8 @@
 One set of PDUs (seeded: random contents, 20..1500 bytes) is sent once through the real packet_tx; its
 bursts are laid into streams with seeded gaps of noise and pushed through ``channels.channel_model``
 (noise, carrier offset, sample-clock offset, multipath taps), phase noise, a gain and the receivers'
-AGC into ``packet_rx`` (QPSK, CC r=1/2, 2 samples/symbol). Every row is the same PDUs; a PDU counts
+AGC into ``packet_rx`` (QPSK, CC r=1/2, 2 samples/symbol); rows marked "coarse CFO search" put
+``semcom.radio.acquisition.coarse_frequency_correction`` ahead of it. Every row is the same PDUs; a PDU counts
 when it arrives bit-exact. Prints a Markdown table (for the README) and the commit it ran at.
 
     python benchmarks/rx_impairments.py [--pdus 100] [--seed 15]
@@ -42,6 +43,9 @@ def rows():
         yield "random", Impairments(20, CFO, ppm), f"20 dB, CFO 2e-4, SFO {ppm:+d} ppm"
     for cfo in (5e-4, 1e-3, 1e-2, 5e-2):
         yield "random", Impairments(20, cfo, SFO), f"20 dB, CFO {cfo:g} cycles/sample, SFO 20 ppm"
+    for snr, cfo in ((20, 1e-3), (20, 1e-2), (20, 5e-2), (20, -5e-2), (10, 5e-2), (6, 5e-2), (6, CFO)):
+        yield "random", Impairments(snr, cfo, SFO, coarse_cfo=True), \
+            f"{snr} dB, CFO {cfo:g} cycles/sample, SFO 20 ppm, coarse CFO search"
     for profile in MULTIPATH_PROFILES:
         taps = tuple(multipath_taps(profile))
         yield "random", Impairments(20, CFO, SFO, taps=taps), \

@@ -16,7 +16,7 @@ import numpy as np
 import pmt
 from gnuradio import analog, blocks, channels, gr
 
-from semcom.radio import packet, receiver
+from semcom.radio import acquisition, packet, receiver
 from semcom.radio.flowgraph import release
 from semcom.radio.pdu import from_pdu, pdu_list_source
 from semcom.radio.stream import RELEASE_SLACK_SAMPLES
@@ -89,6 +89,7 @@ class Impairments:
     phase_noise_alpha: float = 0.01      # its one-pole filter coefficient
     level_dbfs: float | None = None      # burst RMS level at the receiver input; None: as packet_tx emits
     agc: bool = False                    # the AGC of semcom.radio.receiver ahead of packet_rx
+    coarse_cfo: bool = False             # semcom.radio.acquisition's coarse frequency search ahead of packet_rx
     seed: int = 1
 
 
@@ -171,6 +172,8 @@ def receive(stream: np.ndarray, imp: Impairments, modulation: str = "qpsk", fec_
     front = [blocks.vector_source_c(stream, False), *_channel_blocks(imp, modulation, samples_per_symbol)]
     if imp.agc:
         front.append(_agc())
+    if imp.coarse_cfo:
+        front.append(acquisition.coarse_frequency_correction(modulation, fec_code, samples_per_symbol))
     return _run_rx(front, modulation, fec_code, samples_per_symbol, timeout_s)
 
 

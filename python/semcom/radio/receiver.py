@@ -5,7 +5,7 @@ from __future__ import annotations
 from gnuradio import analog, blocks, gr
 
 from semcom.codec.pipeline import PipelineConfig
-from semcom.radio import packet
+from semcom.radio import acquisition, packet
 from semcom.radio.semantic_rx import semantic_rx
 
 # packet_rx's access-code correlator has an absolute threshold: it expects bursts at the level
@@ -29,8 +29,13 @@ AGC_MAX_GAIN = 65536.0
 
 
 class semantic_receiver(gr.hier_block2):
-    """Complex baseband in -> images out: AGC3, packet_rx (correlator, clock recovery, Costas,
-    header/CRC/FEC) and semantic_rx.
+    """Complex baseband in -> images out: AGC3, [coarse frequency search], packet_rx (correlator, clock
+    recovery, Costas, header/CRC/FEC) and semantic_rx.
+
+    ``coarse_cfo``: search each burst's carrier offset up to +-``acquisition.MAX_OFFSET`` cycles/sample
+    (``semcom.radio.acquisition``) before packet_rx, whose own range ends near 1e-3. A real radio pair
+    needs it unless its oscillators are locked or calibrated; it costs CPU (a Python block, ~0.1 us per
+    sample), so simulated links without a frequency offset leave it off. Off by default.
 
     Stream outputs (optional): 0 = the input after the AGC (for a spectrum / time display),
     1 = symbols after clock recovery and the Costas loop (for a constellation display).
@@ -42,7 +47,7 @@ class semantic_receiver(gr.hier_block2):
     def __init__(self, modulation: str = "qpsk", fec_code: str = "cc", samples_per_symbol: int = 2,
                  excess_bw: float = 0.35, mtu_bytes: int = 1500, output_path: str = "",
                  config: PipelineConfig | str | None = None, timeout_s: float = 1.0, agc: bool = True,
-                 endpoint: str = ""):
+                 endpoint: str = "", coarse_cfo: bool = False):
         gr.hier_block2.__init__(self, "semcom_semantic_receiver", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(2, 2, gr.sizeof_gr_complex))
         self.message_port_register_hier_out("image")
@@ -56,8 +61,14 @@ class semantic_receiver(gr.hier_block2):
                                             mtu_bytes=mtu_bytes)
         self.rx = semantic_rx(output_path=output_path, config=config, timeout_s=timeout_s, endpoint=endpoint)
         front = self.agc if agc else blocks.copy(gr.sizeof_gr_complex)
-        self.connect(self, front, self.demodulator)
+        self.connect(self, front)
         self.connect(front, (self, 0))
+        if coarse_cfo:
+            self.coarse_cfo = acquisition.coarse_frequency_correction(modulation, fec_code, samples_per_symbol,
+                                                                      excess_bw)
+            self.connect(front, self.coarse_cfo, self.demodulator)
+        else:
+            self.connect(front, self.demodulator)
         # The Costas loop's output is the constellation a user wants to see.
         self.connect(self.demodulator.costas, (self, 1))
         self.msg_connect(self.demodulator, "out", self.rx, "pdus")
