@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 from gnuradio import blocks, filter, gr
+from scipy.ndimage import maximum_filter1d
 
 from semcom.radio import packet
 
@@ -40,6 +41,7 @@ DETECTION_THRESHOLD = 0.04
 COHERENCE_THRESHOLD = 0.15
 FFT_OVERSAMPLING = 8
 GUARD_SYMBOLS = packet.BURST_RAMP_LENGTH + 8    # the correction starts this far ahead of the access code
+PHASOR_ROW = 256             # the correction's phasors: an outer product of tables this long and n / it long
 WORK_ITEMS = 8192            # samples per call at least: the Python work has a fixed cost per call
 
 
@@ -70,7 +72,6 @@ class _offset_remover(gr.sync_block):
         self._schedule = []          # (absolute input index, offset from there on), ascending
         self._phase = 0.0            # cycles, of the next output sample
         self.offset = 0.0            # cycles/sample being removed at the latest output sample
-        self._ramp_offset, self._ramp_cache = None, np.zeros(0, np.complex64)
         self.estimates = 0           # bursts measured (both written by the work thread only)
         self.rejected = 0            # detections whose preamble did not cohere at any offset (noise, payload)
 
@@ -86,21 +87,28 @@ class _offset_remover(gr.sync_block):
         energy = float(np.sum(np.abs(segment) ** 2)) * self._preamble_energy
         return (signed + fine) / self._fft_size, float(mid ** 2 / energy) if energy > 0 else 0.0
 
-    def _ramp(self, offset: float, n: int) -> np.ndarray:
-        """exp(-2j pi offset k), k = 0..n-1, kept for the offset in force: one multiply per sample then."""
-        if self._ramp_offset != offset or len(self._ramp_cache) < n:
-            self._ramp_offset = offset
-            self._ramp_cache = np.exp(-2j * np.pi * ((offset * np.arange(max(n, WORK_ITEMS))) % 1.0)).astype(np.complex64)
-        return self._ramp_cache[:n]
+    @staticmethod
+    def _phasors(phase: float, offset: float, n: int) -> np.ndarray:
+        """exp(-2j pi (phase + offset k)), k = 0..n-1, as an outer product of two short tables: about
+        n / ROW + ROW complex exponentials instead of n."""
+        rows = -(-n // PHASOR_ROW)
+        fine = np.exp(-2j * np.pi * ((offset * np.arange(PHASOR_ROW)) % 1.0)).astype(np.complex64)
+        coarse = np.exp(-2j * np.pi * ((phase + offset * PHASOR_ROW * np.arange(rows)) % 1.0)).astype(np.complex64)
+        return np.outer(coarse, fine).reshape(-1)[:n]
 
     def _detect(self, x: np.ndarray, metric: np.ndarray, base: int) -> None:
         """Schedule the offsets of the preambles whose metric peak has a preamble's length of metric after it."""
         n = self._n
         end = base + len(metric) - n               # peaks before this are the largest for n items on
         start = max(self._decided_to, base + n)    # and have n items of metric before them in ``metric``
+        if end <= start:
+            return
+        # A candidate is the largest metric within n items either side (maximum_filter1d: one pass).
+        region = metric[start - base - n:end - base + n]
+        peaks = (region >= self._threshold) & (region == maximum_filter1d(region, 2 * n + 1, mode="nearest"))
         taken_to = 0
-        for k in np.flatnonzero(metric[start - base:end - base] >= self._threshold) + (start - base):
-            if k < taken_to or metric[k] < metric[k - n:k + n + 1].max():
+        for k in np.flatnonzero(peaks[n:len(region) - n]) + (start - base):
+            if k < taken_to:
                 continue
             first = k - n + 1                      # the preamble's first sample, in x
             offset, coherence = self._estimate(x[first:first + n])
@@ -122,23 +130,20 @@ class _offset_remover(gr.sync_block):
             self.add_item_tag(0, tag.offset + self.delay, tag.key, tag.value, tag.srcid)
         self._detect(x, metric, base)
         # out[i] is x[i] (absolute index base + i): rotate it by the offset in force there.
-        offsets = np.full(n, self.offset, np.float64)
-        switched = False
+        segments = [(0, self.offset)]              # (first output index, offset from there on)
         for index, offset in self._schedule:
             if index < base + n:
-                offsets[max(0, index - base):] = offset
-                switched = True
+                segments.append((max(0, index - base), offset))
         self._schedule = [(i, o) for i, o in self._schedule if i >= base + n]
-        self.offset = float(offsets[-1])
-        if not offsets.any():
+        self.offset = segments[-1][1]
+        if all(offset == 0.0 for _, offset in segments):
             out[:] = x[:n]
             return n
-        if not switched:                           # one offset for the whole call (nearly always)
-            rotation = self._ramp(offsets[0], n) * np.complex64(np.exp(-2j * np.pi * self._phase))
-        else:
-            phases = self._phase + np.concatenate([[0.0], np.cumsum(offsets[:-1])])
-            rotation = np.exp(-2j * np.pi * (phases % 1.0)).astype(np.complex64)
-        self._phase = float((self._phase + offsets.sum()) % 1.0)
+        rotation = np.empty(n, np.complex64)
+        for (start, offset), (end, _) in zip(segments, segments[1:] + [(n, None)]):
+            if end > start:
+                rotation[start:end] = self._phasors(self._phase, offset, end - start)
+                self._phase = (self._phase + offset * (end - start)) % 1.0
         np.multiply(x[:n], rotation, out=out)
         return n
 
