@@ -97,7 +97,7 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
         # Blocks
         ##################################################
 
-        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint)
+        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint, coarse_cfo=True)
         self.semcom_image_sink_0 = semcom.radio.image_sink.image_sink(original_path=original, name="Received image (key region outlined)")
         self._semcom_image_sink_0_win = self.semcom_image_sink_0.qwidget()
         self.top_grid_layout.addWidget(self._semcom_image_sink_0_win, 2, 0, 1, 2)
@@ -273,8 +273,8 @@ class ota_rx_hackrf(gr.top_block, Qt.QWidget):
         # Connections
         ##################################################
         self.msg_connect((self.semcom_semantic_receiver_0, 'info'), (self.blocks_message_debug_0, 'print'))
-        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
         self.msg_connect((self.semcom_semantic_receiver_0, 'pdus'), (self.semcom_image_sink_0, 'pdus'))
+        self.msg_connect((self.semcom_semantic_receiver_0, 'image'), (self.semcom_image_sink_0, 'image'))
         self.connect((self.osmosdr_source_0, 0), (self.semcom_semantic_receiver_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 1), (self.qtgui_const_sink_x_0, 0))
         self.connect((self.semcom_semantic_receiver_0, 0), (self.qtgui_freq_sink_x_0, 0))

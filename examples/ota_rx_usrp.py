@@ -110,7 +110,7 @@ class ota_rx_usrp(gr.top_block, Qt.QWidget):
         self.uhd_usrp_source_0.set_center_freq(freq, 0)
         self.uhd_usrp_source_0.set_antenna("RX2", 0)
         self.uhd_usrp_source_0.set_gain(rx_gain, 0)
-        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint)
+        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=True, endpoint=endpoint, coarse_cfo=True)
         self.semcom_image_sink_0 = semcom.radio.image_sink.image_sink(original_path=original, name="Received image (key region outlined)")
         self._semcom_image_sink_0_win = self.semcom_image_sink_0.qwidget()
         self.top_grid_layout.addWidget(self._semcom_image_sink_0_win, 2, 0, 1, 2)

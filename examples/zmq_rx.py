@@ -56,7 +56,7 @@ class zmq_rx(gr.top_block):
         ##################################################
 
         self.zeromq_pull_source_0 = zeromq.pull_source(gr.sizeof_gr_complex, 1, address, 100, False, (-1))
-        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=False, endpoint=endpoint)
+        self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500, output_path=output, config=config, timeout_s=1.0, agc=False, endpoint=endpoint, coarse_cfo=False)
         self.channels_channel_model_0 = channels.channel_model(
             noise_voltage=noise_voltage,
             frequency_offset=(freq_offset_hz / samp_rate),

