@@ -19,7 +19,9 @@ burst:
    although it is only known after its preamble; stream tags move with the samples.
 
 Between bursts the correction is held (a transmitter's offset drifts slowly), so a burst the detector
-misses still gets its predecessor's.
+misses still gets its predecessor's. The last ``delay`` samples of a finite input (plus up to a block of
+the FFT filter, about 1400 samples in all at 2 samples/symbol) never leave: a recording must go on that
+long after its last burst, which packet_tx's silent tail already does.
 """
 
 from __future__ import annotations
