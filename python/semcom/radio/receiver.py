@@ -34,8 +34,8 @@ class semantic_receiver(gr.hier_block2):
 
     ``coarse_cfo``: search each burst's carrier offset up to +-``acquisition.MAX_OFFSET`` cycles/sample
     (``semcom.radio.acquisition``) before packet_rx, whose own range ends near 1e-3. A real radio pair
-    needs it unless its oscillators are locked or calibrated; it costs CPU (a Python block, ~0.1 us per
-    sample), so simulated links without a frequency offset leave it off. Off by default.
+    needs it unless its oscillators are locked or calibrated; it costs CPU (a Python block, about 0.6x packet_rx's:
+    benchmarks/rx_impairments.py), so simulated links without a frequency offset leave it off. Off by default.
 
     Stream outputs (optional): 0 = the input after the AGC (for a spectrum / time display),
     1 = symbols after clock recovery and the Costas loop (for a constellation display).
