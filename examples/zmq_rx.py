@@ -29,7 +29,7 @@ import semcom.radio.packet
 
 class zmq_rx(gr.top_block):
 
-    def __init__(self, address='tcp://127.0.0.1:5601', config='', endpoint='', fec='cc', freq_offset_hz=0, modulation='qpsk', output='rx_{image_id}.png', samp_rate=1e6, snr_db=100, sps=2):
+    def __init__(self, address='tcp://127.0.0.1:5601', config='', endpoint='', fec='cc', freq_offset_hz=0, clock_ppm=0, modulation='qpsk', output='rx_{image_id}.png', samp_rate=1e6, snr_db=100, sps=2):
         gr.top_block.__init__(self, "semcom RX over ZeroMQ", catch_exceptions=True)
 
         ##################################################
@@ -40,6 +40,7 @@ class zmq_rx(gr.top_block):
         self.endpoint = endpoint
         self.fec = fec
         self.freq_offset_hz = freq_offset_hz
+        self.clock_ppm = clock_ppm
         self.modulation = modulation
         self.output = output
         self.samp_rate = samp_rate
@@ -60,7 +61,7 @@ class zmq_rx(gr.top_block):
         self.channels_channel_model_0 = channels.channel_model(
             noise_voltage=noise_voltage,
             frequency_offset=(freq_offset_hz / samp_rate),
-            epsilon=1.0,
+            epsilon=(1 + clock_ppm * 1e-6),
             taps=[1.0],
             noise_seed=7,
             block_tags=False)
@@ -109,6 +110,13 @@ class zmq_rx(gr.top_block):
     def set_freq_offset_hz(self, freq_offset_hz):
         self.freq_offset_hz = freq_offset_hz
         self.channels_channel_model_0.set_frequency_offset((self.freq_offset_hz / self.samp_rate))
+
+    def get_clock_ppm(self):
+        return self.clock_ppm
+
+    def set_clock_ppm(self, clock_ppm):
+        self.clock_ppm = clock_ppm
+        self.channels_channel_model_0.set_timing_offset((1 + self.clock_ppm * 1e-6))
 
     def get_modulation(self):
         return self.modulation
@@ -172,6 +180,9 @@ def argument_parser():
         "--freq-offset-hz", dest="freq_offset_hz", type=eng_float, default=eng_notation.num_to_str(float(0)),
         help="Set Channel frequency offset (Hz) [default=%(default)r]")
     parser.add_argument(
+        "--clock-ppm", dest="clock_ppm", type=eng_float, default=eng_notation.num_to_str(float(0)),
+        help="Set Channel sample-clock offset (ppm) [default=%(default)r]")
+    parser.add_argument(
         "--modulation", dest="modulation", type=str, default='qpsk',
         help="Set Modulation (bpsk, qpsk, 16qam) [default=%(default)r]")
     parser.add_argument(
@@ -192,7 +203,7 @@ def argument_parser():
 def main(top_block_cls=zmq_rx, options=None):
     if options is None:
         options = argument_parser().parse_args()
-    tb = top_block_cls(address=options.address, config=options.config, endpoint=options.endpoint, fec=options.fec, freq_offset_hz=options.freq_offset_hz, modulation=options.modulation, output=options.output, samp_rate=options.samp_rate, snr_db=options.snr_db, sps=options.sps)
+    tb = top_block_cls(address=options.address, config=options.config, endpoint=options.endpoint, fec=options.fec, freq_offset_hz=options.freq_offset_hz, clock_ppm=options.clock_ppm, modulation=options.modulation, output=options.output, samp_rate=options.samp_rate, snr_db=options.snr_db, sps=options.sps)
 
     def sig_handler(sig=None, frame=None):
         tb.stop()
