@@ -45,10 +45,20 @@ FEC_CODE_RATES = {"cc": 1 / 2, "cc34": 3 / 4, "cc14": 1 / 4, "repetition": 1 / 3
 
 ACCESS_CODE = digital.packet_utils.default_access_code  # 64 bits
 ACCESS_CODE_THRESHOLD = 3  # access-code bit errors tolerated by the header parser
-HEADER_REPETITION = 3  # header FEC: repetition code, as in the loopback example
-# Rate 1/4 works about 3 dB below rate 1/2, where a repetition-3 header is lost first: its header is
-# repeated 9 times (BPSK/CC 1/4 at 0 dB, 60 PDUs: 50 headers parsed with 9, 38 with 3).
-HEADER_REPETITION_FOR_FEC = {"cc14": 9}
+# Header FEC: a repetition code, as in the loopback example. One factor for every MCS of a link (one
+# receiver decodes them all): 9, because rate 1/4 works about 3 dB below rate 1/2, where a
+# repetition-3 header is lost first (BPSK/CC 1/4 at 0 dB, 60 PDUs: 50 headers parsed with 9, 38 with 3).
+# packet_tx/packet_rx take another factor (both ends must agree).
+HEADER_REPETITION = 9
+# The MCS rides in the header: header_format_default's layout (access code, then one 16-bit field sent
+# twice, which its parser compares), with the field holding (phy mode code << 11) | PDU length in bytes
+# instead of the coded length. The stock parser (bps 1) reports it as "payload symbols" = 8 x field;
+# _header_guard decodes it and rewrites "payload symbols" for the announced mode, which the demux needs.
+# header_format_counter's bps field was the stock alternative: its parser divides by the received field,
+# and a header whose field reads 0 (a bit error, noise, a hostile sender) kills the process (SIGFPE,
+# measured with 3.10.5); that field is also not covered by the duplicate check, and it adds 32 bits.
+HEADER_LENGTH_BITS = 11             # PDU length: MTUs up to 2047 bytes
+HEADER_MODE_BITS = 16 - HEADER_LENGTH_BITS
 CRC_BYTES = 4
 # Additive scrambler on payload + CRC32 (after the CRC, before the FEC encoder), reset at every packet.
 # x^17 + x^14 + 1 in gr::digital::lfsr's convention (mask bits are the feedback taps, reg_len is the
@@ -105,6 +115,7 @@ SOFT_DECISION_SCALE = 0.25
 # Repetition-coded 16-QAM frames are 3x longer (up to ~14k symbols) and slipped with 2*pi/800.
 COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 800}
 COSTAS_LOOP_BW_LONG_FRAMES = {"16qam": 2 * math.pi / 1600}  # used with fec_code "repetition"
+COSTAS_LOOP_BW_ALL = 2 * math.pi / 800  # the one loop of a receiver for every modulation
 # The Costas loops' frequency range, in cycles per sample. Unclamped (+-1 rad/symbol) the loop's
 # frequency wanders in the noise between bursts and every burst starts with a pull-in; clamped, a burst
 # after a long gap is found more often at low SNR (QPSK/CC, 6 dB, 120 PDUs after random gaps of up to
@@ -135,6 +146,10 @@ CORRELATOR_TAGS = ("corr_est", "time_est", "phase_est")
 PAYLOAD_SYMBOLS_TAG = "payload symbols"
 
 _BITS_PER_SYMBOL = {"bpsk": 1, "qpsk": 2, "16qam": 4}
+# Every (modulation, fec_code) pair a header can announce; its position is the code on air (never reorder:
+# append). Codes from len(PHY_MODES) to 2**HEADER_MODE_BITS - 1 are unknown and dropped (counted).
+PHY_MODES = tuple((m, f) for m in MODULATIONS for f in FEC_CODES)
+MCS_KEY = "mcs"             # PDU metadata: the MCS name (semcom.radio.mcs) a PDU goes / went out on
 
 
 def bits_per_symbol(modulation):
@@ -155,9 +170,10 @@ def _diagonal_bpsk():
 
 
 def _payload_constellation(modulation):
-    """Unit average energy constellations so that one SNR definition serves all of them."""
+    """Unit average energy constellations so that one SNR definition serves all of them. BPSK lies on the
+    diagonal too: one 4th-order Costas loop tracks every modulation (its lock points are the diagonals)."""
     if modulation == "bpsk":
-        return digital.constellation_calcdist([-1 + 0j, 1 + 0j], [0, 1], 2, 1).base()
+        return _diagonal_bpsk()
     if modulation == "qpsk":
         points = [p / math.sqrt(2) for p in digital.psk_4()[0]]
         return digital.constellation_calcdist(points, list(range(4)), 4, 1).base()
@@ -165,25 +181,58 @@ def _payload_constellation(modulation):
     return digital.constellation_calcdist(points, list(range(16)), 4, 1).base()
 
 
-def _header_constellation(modulation):
-    if modulation == "bpsk":
-        return _payload_constellation("bpsk")
+def _header_constellation():
     return _diagonal_bpsk()
 
 
-def _header_format(modulation):
-    return digital.header_format_default(ACCESS_CODE, ACCESS_CODE_THRESHOLD, bits_per_symbol(modulation))
+def _header_format():
+    """The stock format the receiver parses with (bps 1: "payload symbols" is 8 x the 16-bit field)."""
+    return digital.header_format_default(ACCESS_CODE, ACCESS_CODE_THRESHOLD, 1)
+
+
+def mcs_name(modulation, fec_code):
+    """Name of a PHY mode in PDU metadata: its semcom.radio.mcs row name, else "<modulation>-<fec_code>"."""
+    from semcom.radio.mcs import MCS_TABLE
+
+    for row in MCS_TABLE:
+        if (row.modulation, row.fec_code) == (modulation, fec_code):
+            return row.name
+    return f"{modulation}-{fec_code}"
+
+
+_MODE_BY_NAME = {mcs_name(m, f): (m, f) for m, f in PHY_MODES}
+
+
+def phy_mode(name):
+    """(modulation, fec_code) of an MCS name (mcs_name's inverse); ValueError if unknown."""
+    try:
+        return _MODE_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown MCS {name!r}; choose one of {tuple(_MODE_BY_NAME)}") from None
+
+
+def header_field(pdu_len_bytes, modulation, fec_code):
+    """The 16-bit header field (sent twice) announcing a PDU of ``pdu_len_bytes`` on this mode."""
+    if not 0 <= pdu_len_bytes < 1 << HEADER_LENGTH_BITS:
+        raise ValueError(f"a header announces PDUs of up to {(1 << HEADER_LENGTH_BITS) - 1} bytes")
+    return PHY_MODES.index((modulation, fec_code)) << HEADER_LENGTH_BITS | pdu_len_bytes
+
+
+def header_bytes(pdu_len_bytes, modulation, fec_code):
+    """What header_format_default.format emits, with header_field in place of the length (12 bytes)."""
+    access = int(ACCESS_CODE, 2).to_bytes(len(ACCESS_CODE) // 8, "big")
+    field = header_field(pdu_len_bytes, modulation, fec_code).to_bytes(2, "big")
+    return access + field + field
+
+
+def payload_symbols(pdu_len_bytes, modulation, fec_code):
+    """Payload channel symbols of a PDU (coded PDU + CRC32): the "payload symbols" the demux needs."""
+    return -(-_encoded_payload_bytes(pdu_len_bytes, fec_code) * 8 // bits_per_symbol(modulation))
 
 
 def _frame_bits(mtu_bytes):
     """Largest FEC frame: an MTU-sized PDU plus its CRC32."""
     return (mtu_bytes + CRC_BYTES) * 8
-
-
-def header_repetition(fec_code):
-    """Repetition factor of the (BPSK) header and access code for payloads coded with ``fec_code``."""
-    _check_choice(fec_code, FEC_CODES, "fec_code")
-    return HEADER_REPETITION_FOR_FEC.get(fec_code, HEADER_REPETITION)
 
 
 def _punctured_bits(coded_bits):
@@ -207,10 +256,20 @@ def _coded_bits_for_punctured_bytes(punctured_bytes):
     return None
 
 
-class _rate_match_tx(gr.basic_block):
-    """Rate-1/2 coded PDU (packed bytes) -> punctured (``cc34``) or repeated (``cc14``) PDU."""
+def _meta_mode(msg, default=None):
+    """(modulation, fec_code) named by a PDU's MCS_KEY metadata; ``default`` if it has none; None if unknown."""
+    meta = pmt.car(msg) if pmt.is_pair(msg) else pmt.PMT_NIL
+    name = pmt.dict_ref(meta, pmt.intern(MCS_KEY), pmt.PMT_NIL) if pmt.is_dict(meta) else pmt.PMT_NIL
+    if pmt.is_null(name):
+        return default
+    return _MODE_BY_NAME.get(pmt.symbol_to_string(name)) if pmt.is_symbol(name) else None
 
-    def __init__(self, fec_code):
+
+class _rate_match_tx(gr.basic_block):
+    """Rate-1/2 coded PDU (packed bytes) -> punctured (``cc34``) or repeated (``cc14``) PDU, by the PDU's
+    MCS_KEY metadata (else ``fec_code``); PDUs of the other codes pass unchanged."""
+
+    def __init__(self, fec_code=None):
         gr.basic_block.__init__(self, "semcom_rate_match_tx", None, None)
         self.fec_code = fec_code
         self.message_port_register_in(pmt.intern("in"))
@@ -218,21 +277,23 @@ class _rate_match_tx(gr.basic_block):
         self.set_msg_handler(pmt.intern("in"), self._on_pdu)
 
     def _on_pdu(self, msg):
+        fec_code = (_meta_mode(msg) or (None, self.fec_code))[1]
         coded = np.asarray(pmt.u8vector_elements(pmt.cdr(msg)), np.uint8)
-        if self.fec_code == "cc34":
+        if fec_code == "cc34":
             bits = np.unpackbits(coded)
             coded = np.packbits(bits[_puncture_mask(len(bits))])
-        else:
-            coded = np.tile(coded, CC_BLOCK_REPEATS[self.fec_code])
+        elif fec_code in CC_BLOCK_REPEATS:
+            coded = np.tile(coded, CC_BLOCK_REPEATS[fec_code])
         self.message_port_pub(pmt.intern("out"), pmt.cons(pmt.car(msg), pmt.init_u8vector(len(coded), coded)))
 
 
 class _rate_match_rx(gr.basic_block):
     """Soft bits (f32 PDU) of a rate-matched frame -> soft bits of the rate-1/2 frame for the Viterbi
     decoder: punctured positions become erasures (0), repeated copies are averaged. Frames whose length
-    no encoder output has are dropped and counted in ``malformed``."""
+    no encoder output has are dropped and counted in ``malformed``. The code is the PDU's MCS_KEY
+    metadata (else ``fec_code``); frames of other codes pass unchanged."""
 
-    def __init__(self, fec_code):
+    def __init__(self, fec_code=None):
         gr.basic_block.__init__(self, "semcom_rate_match_rx", None, None)
         self.fec_code = fec_code
         self.malformed = 0
@@ -241,8 +302,9 @@ class _rate_match_rx(gr.basic_block):
         self.set_msg_handler(pmt.intern("in"), self._on_pdu)
 
     def _on_pdu(self, msg):
+        fec_code = (_meta_mode(msg) or (None, self.fec_code))[1]
         soft = np.asarray(pmt.f32vector_elements(pmt.cdr(msg)), np.float32)
-        if self.fec_code == "cc34":
+        if fec_code == "cc34":
             coded_bits = _coded_bits_for_punctured_bytes(len(soft) // 8) if len(soft) % 8 == 0 else None
             if coded_bits is None:
                 self.malformed += 1
@@ -250,12 +312,14 @@ class _rate_match_rx(gr.basic_block):
             mask = _puncture_mask(coded_bits)
             full = np.zeros(coded_bits, np.float32)
             full[mask] = soft[: int(mask.sum())]
-        else:
-            repeats = CC_BLOCK_REPEATS[self.fec_code]
+        elif fec_code in CC_BLOCK_REPEATS:
+            repeats = CC_BLOCK_REPEATS[fec_code]
             if len(soft) % (repeats * 16):
                 self.malformed += 1
                 return
             full = soft.reshape(repeats, -1).mean(axis=0)
+        else:
+            full = soft
         self.message_port_pub(pmt.intern("out"), pmt.cons(pmt.car(msg), pmt.init_f32vector(len(full), full)))
 
 
@@ -419,19 +483,18 @@ def _encoded_payload_bytes(pdu_len_bytes, fec_code):
     return data_bits // 8
 
 
-def _header_symbols(fec_code="cc"):
-    return _header_format("bpsk").header_nbits() * header_repetition(fec_code)
+def _header_symbols(repetition=HEADER_REPETITION):
+    return _header_format().header_nbits() * repetition
 
 
-def channel_symbols_for(pdu_len_bytes, modulation, fec_code):
+def channel_symbols_for(pdu_len_bytes, modulation, fec_code, header_repetition=HEADER_REPETITION):
     """Channel symbols one PDU occupies on air: ramps, header, FEC-coded payload+CRC.
 
     The silent tail padding after each burst is not counted: it carries no energy.
     """
     _check_choice(fec_code, FEC_CODES, "fec_code")
-    payload_bits = _encoded_payload_bytes(pdu_len_bytes, fec_code) * 8
-    payload_symbols = -(-payload_bits // bits_per_symbol(modulation))
-    return BURST_RAMP_LENGTH + _header_symbols(fec_code) + payload_symbols
+    return BURST_RAMP_LENGTH + _header_symbols(header_repetition) + payload_symbols(pdu_len_bytes, modulation,
+                                                                                    fec_code)
 
 
 def _tx_rrc_taps(samples_per_symbol, excess_bw):
@@ -473,8 +536,13 @@ def noise_voltage_for_snr(snr_db, modulation, samples_per_symbol, excess_bw=0.35
     return math.sqrt(symbol_energy / 10 ** (snr_db / 10))
 
 
-def _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols):
-    return channel_symbols_for(mtu_bytes, modulation, fec_code) + tail_symbols
+def _max_burst_symbols(mtu_bytes, tail_symbols, header_repetition):
+    """Longest burst of any mode (a receiver takes every mode, a transmitter every mode its PDUs name)."""
+    return max(channel_symbols_for(mtu_bytes, m, f, header_repetition) for m, f in PHY_MODES) + tail_symbols
+
+
+def _max_payload_symbols(mtu_bytes, modulation=None):
+    return max(payload_symbols(mtu_bytes, m, f) for m, f in PHY_MODES if modulation in (None, m))
 
 
 def _reserve(block, items, port=0):
@@ -496,74 +564,159 @@ def _tx_pulse(samples_per_symbol, excess_bw):
     return prototype[arms[arms < len(prototype)]]
 
 
-def _modulated_preamble(modulation, samples_per_symbol, excess_bw, repetition=HEADER_REPETITION):
+def _modulated_preamble(samples_per_symbol, excess_bw, repetition=HEADER_REPETITION):
     """Access-code waveform exactly as packet_tx emits it, so the absolute correlator threshold
     is a fraction of the peak a unit-gain channel produces. Only its first 192 symbols (the whole
     repetition-3 access code) are correlated: a longer coherent template decorrelates under the
     channel's frequency offset (2e-4 cycles/sample turns the 9x preamble by 1.4 rad)."""
-    points = _header_constellation(modulation).points()
+    points = _header_constellation().points()
     symbols = np.array([points[b] for b in _preamble_bits(repetition)], dtype=np.complex64)
     upsampled = np.zeros(len(symbols) * samples_per_symbol, dtype=np.complex64)
     upsampled[::samples_per_symbol] = symbols
     waveform = np.convolve(upsampled, _tx_pulse(samples_per_symbol, excess_bw))[:len(upsampled)]
-    return list(waveform[:len(ACCESS_CODE) * HEADER_REPETITION * samples_per_symbol])
+    return list(waveform[:len(ACCESS_CODE) * 3 * samples_per_symbol])
 
 
-def _correlator(modulation, samples_per_symbol, excess_bw, mark_delay=0, repetition=HEADER_REPETITION):
-    return digital.corr_est_cc(_modulated_preamble(modulation, samples_per_symbol, excess_bw, repetition),
+def _correlator(samples_per_symbol, excess_bw, mark_delay=0, repetition=HEADER_REPETITION):
+    return digital.corr_est_cc(_modulated_preamble(samples_per_symbol, excess_bw, repetition),
                                samples_per_symbol, mark_delay, CORRELATOR_THRESHOLD,
                                digital.THRESHOLD_ABSOLUTE)
 
 
-def _tail_symbols(modulation, samples_per_symbol, excess_bw, repetition=HEADER_REPETITION):
+def _tail_symbols(samples_per_symbol, excess_bw, repetition=HEADER_REPETITION):
     """Silence after a burst that pushes it through the RX: the correlator's FFT filter only
     releases whole blocks of samples, and the matched filter needs its span."""
-    block_samples = _correlator(modulation, samples_per_symbol, excess_bw, 0, repetition).output_multiple()
+    block_samples = _correlator(samples_per_symbol, excess_bw, 0, repetition).output_multiple()
     return -(-block_samples // samples_per_symbol) + RX_RRC_SPAN_SYMBOLS + BURST_TAIL_MARGIN_SYMBOLS
 
 
+class _mode_router(gr.basic_block):
+    """PDUs -> one of ``ports`` by their mode (MCS_KEY metadata, else ``default``): ``route(modulation,
+    fec_code)`` names the port, or None to drop the PDU. Unknown MCS names are dropped and counted in
+    ``unknown``; the metadata leaving carries the mode's canonical name."""
+
+    def __init__(self, ports, route, default=None):
+        gr.basic_block.__init__(self, "semcom_mode_router", None, None)
+        self.route, self.default, self.unknown = route, default, 0
+        self.message_port_register_in(pmt.intern("in"))
+        for port in ports:
+            self.message_port_register_out(pmt.intern(port))
+        self.set_msg_handler(pmt.intern("in"), self._on_pdu)
+
+    def _on_pdu(self, msg):
+        mode = _meta_mode(msg, self.default)
+        if mode is None:
+            self.unknown += 1
+            return
+        port = self.route(*mode)
+        if port is not None:
+            meta = pmt.car(msg) if pmt.is_dict(pmt.car(msg)) else pmt.make_dict()
+            meta = pmt.dict_add(meta, pmt.intern(MCS_KEY), pmt.intern(mcs_name(*mode)))
+            self.message_port_pub(pmt.intern(port), pmt.cons(meta, pmt.cdr(msg)))
+
+
+def _fec_family(fec_code):
+    """The encoder/decoder a code uses: one rate-1/2 convolutional code serves the whole cc family."""
+    return "cc" if fec_code in CC_FAMILY else fec_code
+
+
+_FEC_FAMILIES = ("cc", "repetition", "none")
+_PDU_BYTES_KEY = "pdu bytes"      # TX-internal metadata: the PDU length the header announces
+
+
+class _pdu_length_tag(gr.basic_block):
+    """Records a PDU's length in its metadata (before the CRC and FEC make it longer)."""
+
+    def __init__(self):
+        gr.basic_block.__init__(self, "semcom_pdu_length_tag", None, None)
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("out"))
+        self.set_msg_handler(pmt.intern("in"), self._on_pdu)
+
+    def _on_pdu(self, msg):
+        meta = pmt.car(msg) if pmt.is_dict(pmt.car(msg)) else pmt.make_dict()
+        meta = pmt.dict_add(meta, pmt.intern(_PDU_BYTES_KEY), pmt.from_long(pmt.length(pmt.cdr(msg))))
+        self.message_port_pub(pmt.intern("out"), pmt.cons(meta, pmt.cdr(msg)))
+
+
+class _formatter(gr.basic_block):
+    """Coded PDU -> its header (``header_bytes``: header_format_default's layout, the MCS in the length
+    field) on "header", and its payload mapped onto its mode's constellation (complex symbols, as stock
+    repack_bits_bb(8, k, MSB first) + chunks_to_symbols_bc would) on "payload", in one handler so that
+    header and payload stay paired. The payload is mapped here because stream modulators per
+    constellation would need a stream merge that keeps burst order, which gr-blocks does not have."""
+
+    def __init__(self):
+        gr.basic_block.__init__(self, "semcom_formatter", None, None)
+        self._points = {m: np.asarray(_payload_constellation(m).points(), np.complex64) for m in MODULATIONS}
+        self.message_port_register_in(pmt.intern("in"))
+        for port in ("header", "payload"):
+            self.message_port_register_out(pmt.intern(port))
+        self.set_msg_handler(pmt.intern("in"), self._on_pdu)
+
+    def _on_pdu(self, msg):
+        modulation, fec_code = _meta_mode(msg)
+        pdu_bytes = pmt.to_long(pmt.dict_ref(pmt.car(msg), pmt.intern(_PDU_BYTES_KEY), pmt.PMT_NIL))
+        header = np.frombuffer(header_bytes(pdu_bytes, modulation, fec_code), np.uint8)
+        k = bits_per_symbol(modulation)
+        bits = np.unpackbits(np.asarray(pmt.u8vector_elements(pmt.cdr(msg)), np.uint8)).reshape(-1, k)
+        symbols = self._points[modulation][bits @ (1 << np.arange(k - 1, -1, -1))]
+        self.message_port_pub(pmt.intern("header"), pmt.cons(pmt.make_dict(), pmt.init_u8vector(len(header), header)))
+        self.message_port_pub(pmt.intern("payload"),
+                              pmt.cons(pmt.make_dict(), pmt.init_c32vector(len(symbols), symbols)))
+
+
 class packet_tx(gr.hier_block2):
-    """PDUs (message port 'in', pmt.cons(meta, u8vector)) -> complex baseband bursts (stream output 0)."""
+    """PDUs (message port 'in', pmt.cons(meta, u8vector)) -> complex baseband bursts (stream output 0).
+
+    Each PDU goes out on the MCS its metadata names (MCS_KEY, an ``mcs_name``), else on ``modulation`` and
+    ``fec_code``; PDUs naming an unknown MCS are dropped and counted (``unknown_mcs()``). PDUs of one
+    code family (the cc codes; repetition; none) leave in order; mixing families may reorder them.
+    """
 
     def __init__(self, modulation="qpsk", fec_code="cc", samples_per_symbol=2, excess_bw=0.35,
-                 mtu_bytes=1500):
+                 mtu_bytes=1500, header_repetition=HEADER_REPETITION):
         gr.hier_block2.__init__(self, "semcom_packet_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         _check_choice(modulation, MODULATIONS, "modulation")
         _check_choice(fec_code, FEC_CODES, "fec_code")
+        if mtu_bytes >= 1 << HEADER_LENGTH_BITS:
+            raise ValueError(f"mtu_bytes must be below {1 << HEADER_LENGTH_BITS} (the header's length field)")
         self.message_port_register_hier_in("in")
 
-        hdr_const = _header_constellation(modulation)
-        pld_const = _payload_constellation(modulation)
-        repetition = header_repetition(fec_code)
-        tail_symbols = _tail_symbols(modulation, samples_per_symbol, excess_bw, repetition)
-        max_symbols = _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols)
+        repetition = header_repetition
+        tail_symbols = _tail_symbols(samples_per_symbol, excess_bw, repetition)
+        max_symbols = _max_burst_symbols(mtu_bytes, tail_symbols, repetition)
 
+        self.length_tag = _pdu_length_tag()
         self.crc = digital.crc32_async_bb(False)
-        self.payload_encoder = fec.async_encoder(_payload_encoder(fec_code, mtu_bytes), True, False,
-                                                 False, mtu_bytes + CRC_BYTES)
-        self.formatter = digital.protocol_formatter_async(_header_format(modulation))
-        header_bytes = _header_format(modulation).header_nbits() // 8
-        self.header_encoder = fec.async_encoder(
-            fec.repetition_encoder_make(header_bytes * 8, repetition), True, False, False,
-            header_bytes)
-
         self.scrambler = _payload_scrambler()
-        self.msg_connect(self, "in", self.crc, "in")
+        self.router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f), (modulation, fec_code))
+        self.msg_connect(self, "in", self.length_tag, "in")
+        self.msg_connect(self.length_tag, "out", self.crc, "in")
         self.msg_connect(self.crc, "out", self.scrambler, "in")
-        self.msg_connect(self.scrambler, "out", self.payload_encoder, "in")
-        coded = self.payload_encoder
-        if fec_code in ("cc34", *CC_BLOCK_REPEATS):
-            self.rate_match = _rate_match_tx(fec_code)
-            self.msg_connect(self.payload_encoder, "out", self.rate_match, "in")
-            coded = self.rate_match
-        self.msg_connect(coded, "out", self.formatter, "in")
-        self.msg_connect(self.formatter, "header", self.header_encoder, "in")
+        self.msg_connect(self.scrambler, "out", self.router, "in")
+        self.rate_match = _rate_match_tx()
+        self.formatter = _formatter()
+        self.encoders = {}
+        for family in _FEC_FAMILIES:
+            encoder = fec.async_encoder(_payload_encoder(family, mtu_bytes), True, False, False,
+                                        mtu_bytes + CRC_BYTES)
+            self.encoders[family] = encoder
+            self.msg_connect(self.router, family, encoder, "in")
+            self.msg_connect(encoder, "out", self.rate_match if family == "cc" else self.formatter, "in")
+        self.msg_connect(self.rate_match, "out", self.formatter, "in")
+        self.payload_encoder = self.encoders["cc"]
 
-        self.header_modulator = self._modulator(hdr_const, max_symbols)
-        self.payload_modulator = self._modulator(pld_const, max_symbols)
+        header_nbytes = _header_format().header_nbits() // 8
+        self.header_encoder = fec.async_encoder(
+            fec.repetition_encoder_make(header_nbytes * 8, repetition), True, False, False, header_nbytes)
+        self.msg_connect(self.formatter, "header", self.header_encoder, "in")
+        self.header_modulator = self._modulator(_header_constellation(), max_symbols)
         self.msg_connect(self.header_encoder, "out", self.header_modulator[0], "pdus")
-        self.msg_connect(self.formatter, "payload", self.payload_modulator[0], "pdus")
+        self.payload_symbols = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
+        _reserve(self.payload_symbols, max_symbols)
+        self.msg_connect(self.formatter, "payload", self.payload_symbols, "pdus")
 
         self.mux = blocks.tagged_stream_mux(gr.sizeof_gr_complex, LENGTH_TAG, 0)
         _reserve(self.mux, max_symbols)
@@ -580,8 +733,12 @@ class packet_tx(gr.hier_block2):
         _reserve(self.burst_length, (max_symbols + filter_delay) * samples_per_symbol)
 
         self.connect(self.header_modulator[-1], (self.mux, 0))
-        self.connect(self.payload_modulator[-1], (self.mux, 1))
+        self.connect(self.payload_symbols, (self.mux, 1))
         self.connect(self.mux, self.shaper, self.resampler, self.burst_length, self)
+
+    def unknown_mcs(self):
+        """PDUs dropped because their metadata named an unknown MCS."""
+        return self.router.unknown
 
     def _modulator(self, constellation, max_symbols):
         """PDU bytes -> constellation symbols, as a tagged stream; returns the block chain."""
@@ -598,26 +755,46 @@ class packet_tx(gr.hier_block2):
 
 
 class _header_guard(gr.basic_block):
-    """Passes parsed headers to the demux, turning those that announce more payload than the MTU
-    into a rejection (#f). A noise-made header that passes the access-code check can announce up to
-    4095 bytes; the payload decoder throws on a frame larger than its MTU, which ends its thread and
-    silently stops the receiver. Rejected headers are counted."""
+    """Parsed headers -> what the demux needs: the announced mode (MCS_KEY) and its "payload symbols".
 
-    def __init__(self, max_payload_symbols):
+    The stock parser (bps 1) reports the header field as "payload symbols" = 8 x field; the field is
+    (mode code << HEADER_LENGTH_BITS) | PDU length. A header announcing an unknown mode code (noise that
+    passed the access-code and duplicate checks, a hostile or newer sender) is answered with a rejection
+    (#f) and counted in ``unknown_mcs``; one announcing a PDU longer than the MTU too, counted in
+    ``rejected``: the payload decoder throws on a frame larger than its MTU, which ends its thread and
+    silently stops the receiver."""
+
+    def __init__(self, mtu_bytes):
         gr.basic_block.__init__(self, "semcom_header_guard", None, None)
-        self.max_payload_symbols = max_payload_symbols
+        self.mtu_bytes = mtu_bytes
         self.rejected = 0
+        self.unknown_mcs = 0
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
         self.set_msg_handler(pmt.intern("in"), self._on_header)
 
     def _on_header(self, msg):
         if pmt.is_dict(msg):
-            length = pmt.dict_ref(msg, pmt.intern(PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL)
-            if not pmt.is_integer(length) or pmt.to_long(length) > self.max_payload_symbols:
-                self.rejected += 1
-                msg = pmt.PMT_F
+            msg = self._decoded(msg)
         self.message_port_pub(pmt.intern("out"), msg)
+
+    def _decoded(self, info):
+        symbols = pmt.dict_ref(info, pmt.intern(PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL)
+        if not pmt.is_integer(symbols):
+            self.rejected += 1
+            return pmt.PMT_F
+        field = pmt.to_long(symbols) // 8
+        code, pdu_bytes = field >> HEADER_LENGTH_BITS, field & ((1 << HEADER_LENGTH_BITS) - 1)
+        if code >= len(PHY_MODES):
+            self.unknown_mcs += 1
+            return pmt.PMT_F
+        if pdu_bytes > self.mtu_bytes:
+            self.rejected += 1
+            return pmt.PMT_F
+        modulation, fec_code = PHY_MODES[code]
+        info = pmt.dict_add(info, pmt.intern(PAYLOAD_SYMBOLS_TAG),
+                            pmt.from_long(payload_symbols(pdu_bytes, modulation, fec_code)))
+        return pmt.dict_add(info, pmt.intern(MCS_KEY), pmt.intern(mcs_name(modulation, fec_code)))
 
 
 class _header_counter(gr.basic_block):
@@ -635,35 +812,37 @@ class _header_counter(gr.basic_block):
 
 
 class packet_rx(gr.hier_block2):
-    """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters."""
+    """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters.
+
+    One receiver for every mode: the header (diagonal BPSK, repetition ``header_repetition``) names
+    each burst's MCS, and the PDU leaves with it in its metadata (MCS_KEY). One front end serves all of
+    them (correlator, clock recovery, one 4th-order Costas loop); every payload constellation's soft
+    decoder runs on the demux's payload stream and each burst's soft bits go on from its own mode's
+    (a payload PDU of another modulation is dropped there), to its code's rate matcher and decoder.
+    ``modulation`` and ``fec_code`` are accepted for compatibility and select nothing.
+    """
 
     def __init__(self, modulation="qpsk", fec_code="cc", samples_per_symbol=2, excess_bw=0.35,
-                 mtu_bytes=1500):
+                 mtu_bytes=1500, header_repetition=HEADER_REPETITION, costas_loop_bw=COSTAS_LOOP_BW_ALL):
         gr.hier_block2.__init__(self, "semcom_packet_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         _check_choice(modulation, MODULATIONS, "modulation")
         _check_choice(fec_code, FEC_CODES, "fec_code")
         self.message_port_register_hier_out("out")
 
-        hdr_const = _header_constellation(modulation)
-        pld_const = _payload_constellation(modulation)
-        pld_const.gen_soft_dec_lut(SOFT_DECISION_LUT_BITS, SOFT_DECISION_NOISE_POWER)
-        hdr_format = _header_format(modulation)
-        repetition = header_repetition(fec_code)
-        tail_symbols = _tail_symbols(modulation, samples_per_symbol, excess_bw, repetition)
-        max_symbols = _max_burst_symbols(modulation, fec_code, mtu_bytes, tail_symbols)
+        hdr_format = _header_format()
+        repetition = header_repetition
+        tail_symbols = _tail_symbols(samples_per_symbol, excess_bw, repetition)
+        max_symbols = _max_burst_symbols(mtu_bytes, tail_symbols, repetition)
         if samples_per_symbol not in MARK_DELAY_SYMBOLS:
             raise ValueError(f"samples_per_symbol must be one of {sorted(MARK_DELAY_SYMBOLS)}")
         mark_delay = MARK_DELAY_SYMBOLS[samples_per_symbol] * samples_per_symbol
 
-        self.correlator = _correlator(modulation, samples_per_symbol, excess_bw, mark_delay, repetition)
+        self.correlator = _correlator(samples_per_symbol, excess_bw, mark_delay, repetition)
         self.clock_sync = digital.pfb_clock_sync_ccf(
             samples_per_symbol, CLOCK_LOOP_BW, _rx_rrc_taps(samples_per_symbol, excess_bw), NFILTS,
             NFILTS // 2, CLOCK_MAX_DEVIATION, 1)
-        costas_bw = COSTAS_LOOP_BW[modulation]
-        if fec_code == "repetition":
-            costas_bw = COSTAS_LOOP_BW_LONG_FRAMES.get(modulation, costas_bw)
-        self.costas = digital.costas_loop_cc(costas_bw, 2 if modulation == "bpsk" else 4, False)
+        self.costas = digital.costas_loop_cc(costas_loop_bw, 4, False)
         self.costas.set_max_freq(2 * math.pi * COSTAS_MAX_OFFSET * samples_per_symbol)  # rad per symbol
         self.costas.set_min_freq(-2 * math.pi * COSTAS_MAX_OFFSET * samples_per_symbol)
         header_len = hdr_format.header_nbits() * repetition
@@ -675,53 +854,54 @@ class packet_rx(gr.hier_block2):
         self.demux.set_log_level("warn")  # it logs every rejected (noise-triggered) header
         _reserve(self.costas, max_symbols)  # the demux takes a whole payload from this buffer
         self.peak_filter = _correlator_peak_filter((repetition + 1) * samples_per_symbol)
-        front = [self]
-        if modulation in FLL_MODULATIONS:
-            self.fll = digital.fll_band_edge_cc(samples_per_symbol, excess_bw, FLL_FILTER_TAPS, FLL_LOOP_BW)
-            self.fll.set_max_freq(2 * math.pi * FLL_MAX_OFFSET)
-            self.fll.set_min_freq(-2 * math.pi * FLL_MAX_OFFSET)
-            front.append(self.fll)
-        self.connect(*front, self.correlator, self.peak_filter, self.clock_sync, self.costas, self.demux)
+        self.connect(self, self.correlator, self.peak_filter, self.clock_sync, self.costas, self.demux)
 
-        self.header_soft = digital.constellation_soft_decoder_cf(hdr_const)
+        self.header_soft = digital.constellation_soft_decoder_cf(_header_constellation())
         self.header_decoder = fec.decoder(
             fec.repetition_decoder.make(hdr_format.header_nbits(), repetition, 0.5),
             gr.sizeof_float, gr.sizeof_char)
         self.parser = digital.protocol_parser_b(hdr_format)
         self.connect((self.demux, 0), self.header_soft, self.header_decoder, self.parser)
-        self.header_guard = _header_guard(
-            channel_symbols_for(mtu_bytes, modulation, fec_code) - BURST_RAMP_LENGTH - _header_symbols(fec_code))
+        self.header_guard = _header_guard(mtu_bytes)
         self.msg_connect(self.parser, "info", self.header_guard, "in")
         self.msg_connect(self.header_guard, "out", self.demux, "header_data")
 
-        max_soft_bits = max_symbols * pld_const.bits_per_symbol()
-        self.payload_soft = digital.constellation_soft_decoder_cf(pld_const)
-        _reserve(self.payload_soft, max_soft_bits)
-        self.soft_length = blocks.tagged_stream_multiply_length(
-            gr.sizeof_float, PAYLOAD_SYMBOLS_TAG, pld_const.bits_per_symbol())
-        _reserve(self.soft_length, max_soft_bits)
-        self.to_pdu = pdu.tagged_stream_to_pdu(gr.types.float_t, PAYLOAD_SYMBOLS_TAG)
-        self.soft_scale = blocks.multiply_const_ff(SOFT_DECISION_SCALE)
-        self.soft_clip = analog.rail_ff(-1.0, 1.0)
-        for block in (self.soft_scale, self.soft_clip):
-            _reserve(block, max_soft_bits)
-        self.connect((self.demux, 1), self.payload_soft, self.soft_scale, self.soft_clip, self.soft_length,
-                     self.to_pdu)
-
-        self.payload_decoder = fec.async_decoder(_payload_decoder(fec_code, mtu_bytes), True, False,
-                                                 mtu_bytes + CRC_BYTES)
         self.payload_check = _payload_check()
-        soft = self.to_pdu
-        if fec_code in ("cc34", *CC_BLOCK_REPEATS):
-            self.rate_match = _rate_match_rx(fec_code)
-            self.msg_connect(self.to_pdu, "pdus", self.rate_match, "in")
-            soft = self.rate_match
-        self.msg_connect(soft, "pdus" if soft is self.to_pdu else "out", self.payload_decoder, "in")
-        self.msg_connect(self.payload_decoder, "out", self.payload_check, "in")
+        self.rate_match = _rate_match_rx()
+        self.decoders = {family: fec.async_decoder(_payload_decoder(family, mtu_bytes), True, False,
+                                                   mtu_bytes + CRC_BYTES) for family in _FEC_FAMILIES}
+        for family, decoder in self.decoders.items():
+            self.msg_connect(decoder, "out", self.payload_check, "in")
+        self.msg_connect(self.rate_match, "out", self.decoders["cc"], "in")
+        self.payload_decoder = self.decoders["cc"]
+        self.soft_branches = {}
+        for modulation_m in MODULATIONS:
+            self.soft_branches[modulation_m] = self._soft_branch(modulation_m, mtu_bytes)
         self.msg_connect(self.payload_check, "out", self, "out")
 
         self.counter = _header_counter()
         self.msg_connect(self.parser, "info", self.counter, "in")
+
+    def _soft_branch(self, modulation, mtu_bytes):
+        """Demux payload stream -> soft bits of ``modulation``'s constellation, as PDUs, on to the decoders
+        of the bursts that announced this modulation."""
+        constellation = _payload_constellation(modulation)
+        constellation.gen_soft_dec_lut(SOFT_DECISION_LUT_BITS, SOFT_DECISION_NOISE_POWER)
+        max_soft_bits = _max_payload_symbols(mtu_bytes) * constellation.bits_per_symbol()
+        chain = [digital.constellation_soft_decoder_cf(constellation),
+                 blocks.multiply_const_ff(SOFT_DECISION_SCALE), analog.rail_ff(-1.0, 1.0),
+                 blocks.tagged_stream_multiply_length(gr.sizeof_float, PAYLOAD_SYMBOLS_TAG,
+                                                      constellation.bits_per_symbol()),
+                 pdu.tagged_stream_to_pdu(gr.types.float_t, PAYLOAD_SYMBOLS_TAG)]
+        for block in chain[:-1]:
+            _reserve(block, max_soft_bits)
+        self.connect((self.demux, 1), chain[0])
+        self.connect(*chain)
+        router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f) if m == modulation else None)
+        self.msg_connect(chain[-1], "pdus", router, "in")
+        for family in _FEC_FAMILIES:
+            self.msg_connect(router, family, self.rate_match if family == "cc" else self.decoders[family], "in")
+        return chain + [router]
 
     def packets_ok(self):
         """PDUs delivered (CRC32 passed)."""
@@ -736,3 +916,7 @@ class packet_rx(gr.hier_block2):
     def headers_detected(self):
         """Valid headers parsed (bursts detected)."""
         return self.counter.headers
+
+    def unknown_mcs(self):
+        """Headers dropped because they announced a mode code this receiver does not know."""
+        return self.header_guard.unknown_mcs
