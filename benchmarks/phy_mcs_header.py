@@ -41,10 +41,18 @@ def run(pdus, mcs, snr_db, header_repetition=packet.HEADER_REPETITION, costas_lo
     """Send ``pdus`` (bytes), PDU i on MCS ``mcs[i]`` (names), through one flowgraph; (received
     [(meta, payload)], rx). The channel SNR is Es/N0 (every constellation has unit symbol energy)."""
     tb = gr.top_block()
-    source = pdu_list_source([to_pdu(p, {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)])
-    tx = packet.packet_tx(samples_per_symbol=SPS, header_repetition=header_repetition)
-    kwargs = {} if costas_loop_bw is None else {"costas_loop_bw": costas_loop_bw}
-    rx = packet.packet_rx(samples_per_symbol=SPS, header_repetition=header_repetition, **kwargs)
+    if hasattr(packet, "PHY_MODES"):
+        source = pdu_list_source([to_pdu(p, {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)])
+        tx = packet.packet_tx(samples_per_symbol=SPS, header_repetition=header_repetition)
+        kwargs = {} if costas_loop_bw is None else {"costas_loop_bw": costas_loop_bw}
+        rx = packet.packet_rx(samples_per_symbol=SPS, header_repetition=header_repetition, **kwargs)
+    else:   # the PHY before this branch (PYTHONPATH at its tree): one MCS per flowgraph, as the PER table
+        from semcom.radio.mcs import mcs_by_name
+
+        row = mcs_by_name(mcs[0])
+        source = pdu_list_source(list(pdus))
+        tx = packet.packet_tx(row.modulation, row.fec_code, SPS)
+        rx = packet.packet_rx(row.modulation, row.fec_code, SPS)
     channel = channels.channel_model(noise_voltage=packet.noise_voltage_for_snr(snr_db, "qpsk", SPS),
                                      frequency_offset=LOOPBACK_FREQUENCY_OFFSET,
                                      epsilon=LOOPBACK_TIMING_OFFSET, taps=[1.0 + 0j], noise_seed=seed,
@@ -66,14 +74,20 @@ def run(pdus, mcs, snr_db, header_repetition=packet.HEADER_REPETITION, costas_lo
     tb.stop()
     tb.wait()
     received = list(sink.received)
-    counts = dict(headers=rx.headers_detected(), failed_crc=rx.packets_failed_crc(), unknown=rx.unknown_mcs())
+    counts = dict(headers=rx.headers_detected(), failed_crc=rx.packets_failed_crc(),
+                  unknown=rx.unknown_mcs() if hasattr(rx, "unknown_mcs") else 0)
     release(tb, tx, rx)
     return received, counts
 
 
-def random_pdus(count, length, seed):
+def random_pdus(count, lengths, seed):
+    """``count`` PDUs per length, interleaved, each unique (a sequence number first), as the PER table's."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, length, dtype=np.uint8).tobytes() for _ in range(count)]
+    pdus = []
+    for _ in range(count):
+        for length in lengths:
+            pdus.append(len(pdus).to_bytes(4, "big") + rng.integers(0, 256, length - 4, dtype=np.uint8).tobytes())
+    return pdus
 
 
 def main():
@@ -82,7 +96,7 @@ def main():
     parser.add_argument("--mcs", nargs="+", default=["qpsk-r12"])
     parser.add_argument("--snr", nargs="+", type=float, default=[5.0])
     parser.add_argument("--pdus", type=int, default=200)
-    parser.add_argument("--length", type=int, default=1000)
+    parser.add_argument("--lengths", nargs="+", type=int, default=[64, 1000])
     parser.add_argument("--repetition", nargs="+", type=int, default=[packet.HEADER_REPETITION])
     parser.add_argument("--costas-bw-inverse", nargs="+", type=float, default=[None],
                         help="Costas loop bandwidths as 2*pi/x: the x values (default: the module's)")
@@ -92,15 +106,17 @@ def main():
             for inverse in args.costas_bw_inverse:
                 bw = None if inverse is None else 2 * math.pi / inverse
                 for snr_db in args.snr:
-                    pdus = random_pdus(args.pdus, args.length, seed=int(10 * snr_db) + 1000)
+                    pdus = random_pdus(args.pdus, args.lengths, seed=int(10 * snr_db) + 1000)
                     t0 = time.monotonic()
                     received, counts = run(pdus, [name] * len(pdus), snr_db, repetition, bw)
-                    sent = set(pdus)
-                    ok = sum(1 for meta, p in received if p in sent and meta.get(packet.MCS_KEY) == name)
+                    arrived = {p for meta, p in received if meta.get(getattr(packet, "MCS_KEY", ""), name) == name}
+                    per = {n: 1 - sum(1 for p in pdus if len(p) == n and p in arrived) / args.pdus
+                           for n in args.lengths}
                     print(f"{args.what} mcs={name} rep={repetition} costas=2pi/{inverse or 'default'} "
-                          f"snr={snr_db:+.1f} len={args.length} sent={len(pdus)} ok={ok} per={1 - ok / len(pdus):.3f} "
-                          f"headers={counts['headers']} header_loss={1 - counts['headers'] / len(pdus):.3f} "
-                          f"failed_crc={counts['failed_crc']} t={time.monotonic() - t0:.0f}s", flush=True)
+                          f"snr={snr_db:+.1f} pdus/length={args.pdus} "
+                          + " ".join(f"per{n}={v:.3f}" for n, v in per.items())
+                          + f" header_loss={1 - counts['headers'] / len(pdus):.3f} failed_crc={counts['failed_crc']} "
+                          f"unknown={counts['unknown']} t={time.monotonic() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

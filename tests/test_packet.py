@@ -8,7 +8,7 @@ import pytest
 from gnuradio import blocks, channels, gr
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
-from semcom.radio.pdu import pdu_list_source
+from semcom.radio.pdu import from_pdu, pdu_list_source, to_pdu
 
 SPS = 2
 FREQ_OFFSET = 2e-4  # cycles/sample, as the loopback default; see packet.FLL_MODULATIONS for larger offsets
@@ -126,28 +126,148 @@ def test_channel_symbols_grow_with_length_and_redundancy():
     assert packet.bits_per_symbol("16qam") == 4
 
 
-def test_header_announcing_more_than_the_mtu_is_rejected_not_fatal():
-    """A noise-made header can announce up to 4095 bytes; the payload decoder would throw on it and
-    its thread would die. The guard answers the demux with #f instead, and counts it."""
-    rx = packet.packet_rx("qpsk", "cc", SPS, mtu_bytes=200)
-    guard, sink = rx.header_guard, blocks.message_debug()
+def _guard_answers(guard, headers):
+    """What ``guard`` answers the demux for each parsed header (dicts or #f), in order."""
+    sink = blocks.message_debug()
     tb = gr.top_block()
     tb.msg_connect(guard, "out", sink, "store")
     tb.start()
-    too_long = pmt.to_pmt({packet.PAYLOAD_SYMBOLS_TAG: guard.max_payload_symbols + 1})
-    fits = pmt.to_pmt({packet.PAYLOAD_SYMBOLS_TAG: guard.max_payload_symbols})
-    for msg in (too_long, fits, pmt.PMT_F):
+    for msg in headers:
         guard._post(pmt.intern("in"), msg)
     deadline = time.time() + 5
-    while sink.num_messages() < 3 and time.time() < deadline:
+    while sink.num_messages() < len(headers) and time.time() < deadline:
         time.sleep(0.02)
     tb.stop()
     tb.wait()
-    out = [sink.get_message(i) for i in range(sink.num_messages())]
+    return [sink.get_message(i) for i in range(sink.num_messages())]
+
+
+def _parsed(field):
+    """The stock parser's answer (header_format_default, bps 1) to a header carrying ``field``."""
+    return pmt.to_pmt({packet.PAYLOAD_SYMBOLS_TAG: 8 * field})
+
+
+def test_header_announcing_more_than_the_mtu_is_rejected_not_fatal():
+    """A noise-made header can announce up to 2047 bytes; the payload decoder would throw on it and
+    its thread would die. The guard answers the demux with #f instead, and counts it."""
+    guard = packet._header_guard(200)
+    too_long = _parsed(packet.header_field(201, "qpsk", "cc"))
+    fits = _parsed(packet.header_field(200, "qpsk", "cc"))
+    out = _guard_answers(guard, [too_long, fits, pmt.PMT_F])
     assert pmt.eq(out[0], pmt.PMT_F) and pmt.is_dict(out[1]) and pmt.eq(out[2], pmt.PMT_F)
     assert guard.rejected == 1
+    symbols = pmt.to_long(pmt.dict_ref(out[1], pmt.intern(packet.PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL))
+    assert symbols == packet.payload_symbols(200, "qpsk", "cc")
+    assert pmt.symbol_to_string(pmt.dict_ref(out[1], pmt.intern(packet.MCS_KEY), pmt.PMT_NIL)) == "qpsk-r12"
 
 
+def test_header_fields_name_every_mode_and_the_guard_decodes_them():
+    """Every (modulation, code) pair has a code on air; the guard turns each header back into the mode's
+    name and payload length; a branch's guard takes only its own modulation's bursts."""
+    guard, bpsk_guard = packet._header_guard(1500), packet._header_guard(1500, "bpsk")
+    headers = [_parsed(packet.header_field(1000, m, f)) for m, f in packet.PHY_MODES]
+    for msg, (m, f) in zip(_guard_answers(guard, headers), packet.PHY_MODES):
+        meta = pmt.to_python(msg)
+        assert meta[packet.MCS_KEY] == packet.mcs_name(m, f) and packet.phy_mode(meta[packet.MCS_KEY]) == (m, f)
+        assert meta[packet.PAYLOAD_SYMBOLS_TAG] == packet.payload_symbols(1000, m, f)
+    answers = _guard_answers(bpsk_guard, headers)
+    assert [pmt.is_dict(a) for a in answers] == [m == "bpsk" for m, _ in packet.PHY_MODES]
+    assert bpsk_guard.accepted == len(packet.FEC_CODES) and bpsk_guard.unknown_mcs == 0
+    code = packet.PHY_MODES.index(("bpsk", "cc14"))
+    assert packet.header_bytes(5, "bpsk", "cc14")[8:] == bytes([code << 3, 5]) * 2     # the field, twice
+
+
+def _mixed_loopback(pdus, mcs, snr_db=25, channel_seed=3, timeout_s=60):
+    """``pdus[i]`` on MCS ``mcs[i]`` (None: no MCS metadata) through one packet_tx -> channel -> one packet_rx; ([(meta, payload)], rx)."""
+    tb = gr.top_block()
+    source = pdu_list_source([to_pdu(p, {} if m is None else {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)])
+    tx, rx = packet.packet_tx("qpsk", "cc", SPS), packet.packet_rx("qpsk", "cc", SPS)
+    channel = channels.channel_model(packet.noise_voltage_for_snr(snr_db, "qpsk", SPS), FREQ_OFFSET,
+                                     TIMING_OFFSET, [1.0], channel_seed)
+    sink = blocks.message_debug()
+    tb.msg_connect(source, "out", tx, "in")
+    tb.connect(tx, channel, rx)
+    tb.msg_connect(rx, "out", sink, "store")
+    tb.start()
+    start = last_change = time.time()
+    state = None
+    while sink.num_messages() < len(pdus) and time.time() - start < timeout_s:
+        new_state = (sink.num_messages(), rx.headers_detected(), tx.burst_length.nitems_written(0),
+                     rx.correlator.nitems_read(0))
+        if new_state != state:
+            state, last_change = new_state, time.time()
+        elif time.time() - last_change > 2.0:
+            break
+        time.sleep(0.05)
+    tb.stop()
+    tb.wait()
+    received = [from_pdu(sink.get_message(i)) for i in range(sink.num_messages())]
+    release(tb, tx, rx)
+    return received, tx, rx
+
+
+def test_mixed_mcs_pdus_through_one_receiver_arrive_bit_exact_with_their_mcs():
+    """One packet_tx and one packet_rx carry PDUs of every MCS of the table (and the other modes), in
+    any order: each arrives bit-exact, with the MCS it was sent on in its metadata; a PDU without an
+    MCS goes out on the transmitter's configured one."""
+    from semcom.radio.mcs import MCS_NAMES
+
+    names = list(MCS_NAMES) + ["qpsk-none", "16qam-repetition", "bpsk-repetition", None]
+    rng = random.Random(14)
+    mcs = [names[i % len(names)] for i in range(3 * len(names))]
+    rng.shuffle(mcs)
+    pdus = _random_pdus(len(mcs), seed=14, max_len=1200)
+    received, tx, rx = _mixed_loopback(pdus, mcs)
+    got = {payload: meta for meta, payload in received}
+    assert set(got) <= set(pdus), "a corrupt or unknown PDU was delivered"
+    for payload, m in zip(pdus, mcs):
+        if payload in got:
+            assert got[payload][packet.MCS_KEY] == (m or "qpsk-r12")
+    assert len(got) >= len(pdus) - 1, (len(got), len(pdus))
+    assert tx.unknown_mcs() == 0 and rx.unknown_mcs() == 0
+
+
+def test_header_announcing_an_unknown_mcs_is_counted_and_dropped(monkeypatch):
+    """A sender announcing a mode code the receiver does not know (a newer table, a hostile sender):
+    the burst is dropped and counted, and the bursts after it still arrive. Codes 15 (the first unused)
+    and 31 (the largest the field holds); a header field of 0 parses too (bpsk-r12, length 0: the
+    stock header_format_counter's parser would divide by it)."""
+    real = packet.header_bytes
+    hostile = {77: 15, 78: 31}
+
+    def header_bytes(pdu_len, modulation, fec_code):
+        if pdu_len in hostile:
+            field = hostile[pdu_len] << packet.HEADER_LENGTH_BITS | pdu_len
+            return real(pdu_len, modulation, fec_code)[:8] + field.to_bytes(2, "big") * 2
+        return real(pdu_len, modulation, fec_code)
+
+    monkeypatch.setattr(packet, "header_bytes", header_bytes)
+    pdus = [b"a" * 50, b"b" * 77, b"c" * 60, b"d" * 78, b"e" * 40, b"f"]
+    received, tx, rx = _mixed_loopback(pdus, ["qpsk-r12", "bpsk-r12", "16qam-r12", "qpsk-r34", "bpsk-r14",
+                                              "qpsk-r12"])
+    payloads = [payload for _, payload in received]
+    assert sorted(payloads) == sorted(p for p in pdus if len(p) not in hostile)
+    assert rx.unknown_mcs() == 2
+    assert tx.unknown_mcs() == 0
+
+
+@pytest.mark.parametrize("snr_db", [5, 15])
+def test_pdus_carry_an_snr_estimate_from_their_header(snr_db):
+    """Each PDU's metadata has the M2M4 Es/N0 estimate of its header's symbols (snr_db): within 1 dB on
+    average of the channel's at 5 and 15 dB, whatever the payload's MCS, and within 1.5 dB per PDU."""
+    mcs = ["bpsk-r12", "qpsk-r12", "qpsk-r34"] * 4 if snr_db == 5 else ["qpsk-r12", "16qam-r12", "16qam-r34"] * 4
+    pdus = _random_pdus(len(mcs), seed=snr_db, max_len=300)
+    received, _, _ = _mixed_loopback(pdus, mcs, snr_db=snr_db)
+    estimates = [meta[packet.SNR_KEY] for meta, _ in received]
+    assert len(estimates) >= len(pdus) - 2
+    assert np.mean(estimates) == pytest.approx(snr_db, abs=1.0)
+    assert max(abs(e - snr_db) for e in estimates) < 1.5, estimates
+
+
+def test_transmitter_drops_pdus_naming_an_unknown_mcs():
+    received, tx, rx = _mixed_loopback([b"x" * 30, b"y" * 30], ["qpsk-r99", "bpsk-r12"])
+    assert [payload for _, payload in received] == [b"y" * 30]
+    assert tx.unknown_mcs() == 1
 def test_released_flowgraphs_free_most_of_their_shared_memory():
     """Dozens of loopback runs in one process (eval --channel-mode flowgraph, the test suite) must not
     exhaust the system's shared-memory segments: release() frees what GNU Radio's hier-block

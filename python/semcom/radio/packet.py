@@ -115,7 +115,9 @@ SOFT_DECISION_SCALE = 0.25
 # Repetition-coded 16-QAM frames are 3x longer (up to ~14k symbols) and slipped with 2*pi/800.
 COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 800}
 COSTAS_LOOP_BW_LONG_FRAMES = {"16qam": 2 * math.pi / 1600}  # used with fec_code "repetition"
-COSTAS_LOOP_BW_ALL = 2 * math.pi / 800  # the one loop of a receiver for every modulation
+# One 4th-order loop for every modulation (BPSK on the diagonal) was measured and dropped: BPSK/CC 1/4,
+# 64-byte PDUs, 100 per point, headers parsed at -1 / +1 dB: 2π/200: 0 / 0; 2π/400: 2 / 12; 2π/800: 9 / ?;
+# 2π/1600: 4 / 94; 2π/3200: 86 / 99 (a loop that narrow then had to hold 16-QAM's phase).
 # The Costas loops' frequency range, in cycles per sample. Unclamped (+-1 rad/symbol) the loop's
 # frequency wanders in the noise between bursts and every burst starts with a pull-in; clamped, a burst
 # after a long gap is found more often at low SNR (QPSK/CC, 6 dB, 120 PDUs after random gaps of up to
@@ -762,13 +764,17 @@ class _header_guard(gr.basic_block):
     passed the access-code and duplicate checks, a hostile or newer sender) is answered with a rejection
     (#f) and counted in ``unknown_mcs``; one announcing a PDU longer than the MTU too, counted in
     ``rejected``: the payload decoder throws on a frame larger than its MTU, which ends its thread and
-    silently stops the receiver."""
+    silently stops the receiver. Given a ``modulation``, it rejects (silently) the headers of the other
+    modulations' modes: each branch of packet_rx takes its own bursts; ``accepted`` counts the rest."""
 
-    def __init__(self, mtu_bytes):
+    def __init__(self, mtu_bytes, modulation=None, snr=None):
         gr.basic_block.__init__(self, "semcom_header_guard", None, None)
         self.mtu_bytes = mtu_bytes
+        self.modulation = modulation
+        self.snr = snr          # a _header_snr: its estimate of this header goes into the info (SNR_KEY)
         self.rejected = 0
         self.unknown_mcs = 0
+        self.accepted = 0
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
         self.set_msg_handler(pmt.intern("in"), self._on_header)
@@ -792,116 +798,64 @@ class _header_guard(gr.basic_block):
             self.rejected += 1
             return pmt.PMT_F
         modulation, fec_code = PHY_MODES[code]
+        if self.modulation not in (None, modulation):
+            return pmt.PMT_F                # another branch's burst
+        self.accepted += 1
+        if self.snr is not None and self.snr.last_db is not None:
+            info = pmt.dict_add(info, pmt.intern(SNR_KEY), pmt.from_double(round(self.snr.last_db, 2)))
         info = pmt.dict_add(info, pmt.intern(PAYLOAD_SYMBOLS_TAG),
                             pmt.from_long(payload_symbols(pdu_bytes, modulation, fec_code)))
         return pmt.dict_add(info, pmt.intern(MCS_KEY), pmt.intern(mcs_name(modulation, fec_code)))
-
-
-class _header_counter(gr.basic_block):
-    """Counts the headers the parser accepted."""
-
-    def __init__(self):
-        gr.basic_block.__init__(self, "semcom_header_counter", None, None)
-        self.headers = 0
-        self.message_port_register_in(pmt.intern("in"))
-        self.set_msg_handler(pmt.intern("in"), self._on_header)
-
-    def _on_header(self, msg):
-        if pmt.is_dict(msg):  # the parser emits #f for headers it rejects
-            self.headers += 1
 
 
 class packet_rx(gr.hier_block2):
     """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters.
 
     One receiver for every mode: the header (diagonal BPSK, repetition ``header_repetition``) names
-    each burst's MCS, and the PDU leaves with it in its metadata (MCS_KEY). One front end serves all of
-    them (correlator, clock recovery, one 4th-order Costas loop); every payload constellation's soft
-    decoder runs on the demux's payload stream and each burst's soft bits go on from its own mode's
-    (a payload PDU of another modulation is dropped there), to its code's rate matcher and decoder.
+    each burst's MCS, and the PDU leaves with it in its metadata (MCS_KEY). The access-code correlator,
+    its peak filter and the clock recovery are shared; after them one branch per modulation (its own
+    Costas loop, tuned as before for that modulation alone, and header/payload demux) decodes every
+    header and takes the payloads of the bursts that announced its modulation. One 4th-order loop
+    for all of them loses BPSK below ~2 dB (see COSTAS_LOOP_BW), hence the branches.
     ``modulation`` and ``fec_code`` are accepted for compatibility and select nothing.
     """
 
     def __init__(self, modulation="qpsk", fec_code="cc", samples_per_symbol=2, excess_bw=0.35,
-                 mtu_bytes=1500, header_repetition=HEADER_REPETITION, costas_loop_bw=COSTAS_LOOP_BW_ALL):
+                 mtu_bytes=1500, header_repetition=HEADER_REPETITION):
         gr.hier_block2.__init__(self, "semcom_packet_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         _check_choice(modulation, MODULATIONS, "modulation")
         _check_choice(fec_code, FEC_CODES, "fec_code")
         self.message_port_register_hier_out("out")
 
-        hdr_format = _header_format()
-        repetition = header_repetition
-        tail_symbols = _tail_symbols(samples_per_symbol, excess_bw, repetition)
-        max_symbols = _max_burst_symbols(mtu_bytes, tail_symbols, repetition)
+        self.repetition = header_repetition
+        self.mtu_bytes = mtu_bytes
+        self.samples_per_symbol = samples_per_symbol
+        tail_symbols = _tail_symbols(samples_per_symbol, excess_bw, header_repetition)
+        self.max_symbols = _max_burst_symbols(mtu_bytes, tail_symbols, header_repetition)
         if samples_per_symbol not in MARK_DELAY_SYMBOLS:
             raise ValueError(f"samples_per_symbol must be one of {sorted(MARK_DELAY_SYMBOLS)}")
         mark_delay = MARK_DELAY_SYMBOLS[samples_per_symbol] * samples_per_symbol
 
-        self.correlator = _correlator(samples_per_symbol, excess_bw, mark_delay, repetition)
+        self.correlator = _correlator(samples_per_symbol, excess_bw, mark_delay, header_repetition)
         self.clock_sync = digital.pfb_clock_sync_ccf(
             samples_per_symbol, CLOCK_LOOP_BW, _rx_rrc_taps(samples_per_symbol, excess_bw), NFILTS,
             NFILTS // 2, CLOCK_MAX_DEVIATION, 1)
-        self.costas = digital.costas_loop_cc(costas_loop_bw, 4, False)
-        self.costas.set_max_freq(2 * math.pi * COSTAS_MAX_OFFSET * samples_per_symbol)  # rad per symbol
-        self.costas.set_min_freq(-2 * math.pi * COSTAS_MAX_OFFSET * samples_per_symbol)
-        header_len = hdr_format.header_nbits() * repetition
-        self.demux = digital.header_payload_demux(
-            header_len, 1, 0, PAYLOAD_SYMBOLS_TAG, TRIGGER_TAG, True, gr.sizeof_gr_complex,
-            "rx_time", 1, [], 0)
-        for port in (0, 1):  # the scheduler asks every output for room for a whole payload
-            _reserve(self.demux, max_symbols, port)
-        self.demux.set_log_level("warn")  # it logs every rejected (noise-triggered) header
-        _reserve(self.costas, max_symbols)  # the demux takes a whole payload from this buffer
-        self.peak_filter = _correlator_peak_filter((repetition + 1) * samples_per_symbol)
-        self.connect(self, self.correlator, self.peak_filter, self.clock_sync, self.costas, self.demux)
-
-        self.header_soft = digital.constellation_soft_decoder_cf(_header_constellation())
-        self.header_decoder = fec.decoder(
-            fec.repetition_decoder.make(hdr_format.header_nbits(), repetition, 0.5),
-            gr.sizeof_float, gr.sizeof_char)
-        self.parser = digital.protocol_parser_b(hdr_format)
-        self.connect((self.demux, 0), self.header_soft, self.header_decoder, self.parser)
-        self.header_guard = _header_guard(mtu_bytes)
-        self.msg_connect(self.parser, "info", self.header_guard, "in")
-        self.msg_connect(self.header_guard, "out", self.demux, "header_data")
+        self.peak_filter = _correlator_peak_filter((header_repetition + 1) * samples_per_symbol)
+        self.connect(self, self.correlator, self.peak_filter, self.clock_sync)
 
         self.payload_check = _payload_check()
         self.rate_match = _rate_match_rx()
         self.decoders = {family: fec.async_decoder(_payload_decoder(family, mtu_bytes), True, False,
                                                    mtu_bytes + CRC_BYTES) for family in _FEC_FAMILIES}
-        for family, decoder in self.decoders.items():
+        for decoder in self.decoders.values():
             self.msg_connect(decoder, "out", self.payload_check, "in")
         self.msg_connect(self.rate_match, "out", self.decoders["cc"], "in")
         self.payload_decoder = self.decoders["cc"]
-        self.soft_branches = {}
-        for modulation_m in MODULATIONS:
-            self.soft_branches[modulation_m] = self._soft_branch(modulation_m, mtu_bytes)
         self.msg_connect(self.payload_check, "out", self, "out")
-
-        self.counter = _header_counter()
-        self.msg_connect(self.parser, "info", self.counter, "in")
-
-    def _soft_branch(self, modulation, mtu_bytes):
-        """Demux payload stream -> soft bits of ``modulation``'s constellation, as PDUs, on to the decoders
-        of the bursts that announced this modulation."""
-        constellation = _payload_constellation(modulation)
-        constellation.gen_soft_dec_lut(SOFT_DECISION_LUT_BITS, SOFT_DECISION_NOISE_POWER)
-        max_soft_bits = _max_payload_symbols(mtu_bytes) * constellation.bits_per_symbol()
-        chain = [digital.constellation_soft_decoder_cf(constellation),
-                 blocks.multiply_const_ff(SOFT_DECISION_SCALE), analog.rail_ff(-1.0, 1.0),
-                 blocks.tagged_stream_multiply_length(gr.sizeof_float, PAYLOAD_SYMBOLS_TAG,
-                                                      constellation.bits_per_symbol()),
-                 pdu.tagged_stream_to_pdu(gr.types.float_t, PAYLOAD_SYMBOLS_TAG)]
-        for block in chain[:-1]:
-            _reserve(block, max_soft_bits)
-        self.connect((self.demux, 1), chain[0])
-        self.connect(*chain)
-        router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f) if m == modulation else None)
-        self.msg_connect(chain[-1], "pdus", router, "in")
-        for family in _FEC_FAMILIES:
-            self.msg_connect(router, family, self.rate_match if family == "cc" else self.decoders[family], "in")
-        return chain + [router]
+        self.branches = {m: _rx_branch(self, m) for m in MODULATIONS}
+        self.costas = self.branches["qpsk"].costas      # the constellation view of semantic_receiver
+        self.header_guard = self.branches["bpsk"].guard  # counts unknown modes and over-MTU lengths
 
     def packets_ok(self):
         """PDUs delivered (CRC32 passed)."""
@@ -914,9 +868,108 @@ class packet_rx(gr.hier_block2):
         return decoded - passed
 
     def headers_detected(self):
-        """Valid headers parsed (bursts detected)."""
-        return self.counter.headers
+        """Valid headers parsed (bursts detected), each by the branch of the modulation it announced."""
+        return sum(branch.guard.accepted for branch in self.branches.values())
 
     def unknown_mcs(self):
         """Headers dropped because they announced a mode code this receiver does not know."""
         return self.header_guard.unknown_mcs
+
+
+SNR_KEY = "snr_db"       # PDU metadata at the receiver: Es/N0 estimated on its header's symbols
+
+
+class _header_snr(gr.sync_block):
+    """Header symbols through unchanged; of every ``header_symbols`` of them, the M2M4 estimate of Es/N0
+    (dB) in ``last_db`` (constant-modulus BPSK header, complex noise: S = sqrt(2 M2^2 - M4), N = M2 - S).
+    The demux waits for its header's verdict before it releases another header, so the guard that
+    reads ``last_db`` when that header's parse arrives reads that header's estimate."""
+
+    def __init__(self, header_symbols):
+        gr.sync_block.__init__(self, "semcom_header_snr", [np.complex64], [np.complex64])
+        self.header_symbols = header_symbols
+        self.last_db = None
+        self._m2 = self._m4 = 0.0
+        self._count = 0
+
+    def work(self, input_items, output_items):
+        x = input_items[0]
+        output_items[0][:] = x
+        done = 0
+        while done < len(x):
+            take = min(len(x) - done, self.header_symbols - self._count)
+            power = np.abs(x[done:done + take]).astype(np.float64) ** 2
+            self._m2 += power.sum()
+            self._m4 += (power ** 2).sum()
+            self._count += take
+            done += take
+            if self._count == self.header_symbols:
+                m2, m4 = self._m2 / self._count, self._m4 / self._count
+                signal = math.sqrt(max(2 * m2 * m2 - m4, 0.0))
+                noise = max(m2 - signal, 1e-12 * m2)
+                self.last_db = 10 * math.log10(max(signal, 1e-12 * m2) / noise)
+                self._m2 = self._m4 = 0.0
+                self._count = 0
+        return len(x)
+
+
+# The BPSK branch turns the diagonal onto the real axis ahead of its 2nd-order Costas loop (which sets
+# its phase from the correlator's phase_est, measured against the diagonal preamble) and decodes there.
+_BPSK_BRANCH_ROTATION = complex(math.cos(-math.pi / 4), math.sin(-math.pi / 4))
+
+
+def _real_bpsk():
+    return digital.constellation_calcdist([-1 + 0j, 1 + 0j], [0, 1], 2, 1).base()
+
+
+class _rx_branch:
+    """One modulation's part of packet_rx: clock-sync output -> [rotation] -> Costas loop -> demux ->
+    header decoder, parser and guard (accepting this modulation's modes) / payload soft decoder -> the
+    receiver's rate matcher and FEC decoders. Built into ``rx``'s flowgraph."""
+
+    def __init__(self, rx, modulation):
+        hdr_format = _header_format()
+        bpsk = modulation == "bpsk"
+        hdr_const = _real_bpsk() if bpsk else _header_constellation()
+        pld_const = _real_bpsk() if bpsk else _payload_constellation(modulation)
+        pld_const.gen_soft_dec_lut(SOFT_DECISION_LUT_BITS, SOFT_DECISION_NOISE_POWER)
+        front = [rx.clock_sync]
+        if bpsk:
+            self.rotation = blocks.multiply_const_cc(_BPSK_BRANCH_ROTATION)
+            front.append(self.rotation)
+        self.costas = digital.costas_loop_cc(COSTAS_LOOP_BW[modulation], 2 if bpsk else 4, False)
+        self.costas.set_max_freq(2 * math.pi * COSTAS_MAX_OFFSET * rx.samples_per_symbol)  # rad per symbol
+        self.costas.set_min_freq(-2 * math.pi * COSTAS_MAX_OFFSET * rx.samples_per_symbol)
+        _reserve(self.costas, rx.max_symbols)  # the demux takes a whole payload from this buffer
+        self.demux = digital.header_payload_demux(
+            hdr_format.header_nbits() * rx.repetition, 1, 0, PAYLOAD_SYMBOLS_TAG, TRIGGER_TAG, True,
+            gr.sizeof_gr_complex, "rx_time", 1, [], 0)
+        for port in (0, 1):  # the scheduler asks every output for room for a whole payload
+            _reserve(self.demux, rx.max_symbols, port)
+        self.demux.set_log_level("warn")  # it logs every rejected (noise-triggered) header
+        rx.connect(*front, self.costas, self.demux)
+
+        self.header_snr = _header_snr(hdr_format.header_nbits() * rx.repetition)
+        self.header_soft = digital.constellation_soft_decoder_cf(hdr_const)
+        self.header_decoder = fec.decoder(
+            fec.repetition_decoder.make(hdr_format.header_nbits(), rx.repetition, 0.5),
+            gr.sizeof_float, gr.sizeof_char)
+        self.parser = digital.protocol_parser_b(hdr_format)
+        rx.connect((self.demux, 0), self.header_snr, self.header_soft, self.header_decoder, self.parser)
+        self.guard = _header_guard(rx.mtu_bytes, modulation, self.header_snr)
+        rx.msg_connect(self.parser, "info", self.guard, "in")
+        rx.msg_connect(self.guard, "out", self.demux, "header_data")
+
+        max_soft_bits = _max_payload_symbols(rx.mtu_bytes, modulation) * pld_const.bits_per_symbol()
+        self.soft = [digital.constellation_soft_decoder_cf(pld_const),
+                     blocks.multiply_const_ff(SOFT_DECISION_SCALE), analog.rail_ff(-1.0, 1.0),
+                     blocks.tagged_stream_multiply_length(gr.sizeof_float, PAYLOAD_SYMBOLS_TAG,
+                                                          pld_const.bits_per_symbol()),
+                     pdu.tagged_stream_to_pdu(gr.types.float_t, PAYLOAD_SYMBOLS_TAG)]
+        for block in self.soft[:-1]:
+            _reserve(block, max_soft_bits)
+        rx.connect((self.demux, 1), *self.soft)
+        self.router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f))
+        rx.msg_connect(self.soft[-1], "pdus", self.router, "in")
+        for family in _FEC_FAMILIES:
+            rx.msg_connect(self.router, family, rx.rate_match if family == "cc" else rx.decoders[family], "in")
