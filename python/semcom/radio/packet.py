@@ -5,22 +5,29 @@ plain Python hier blocks so that the modulation and the payload FEC can be chose
 
 Frame on air (symbol rate, before the RRC pulse shaping)::
 
-    ramp-up | header (BPSK, repetition-3) | scrambled payload + CRC32 (FEC, payload constellation) | ramp-down | zeros
+    ramp-up | header (BPSK, repetition-9) | scrambled payload + CRC32 (FEC, payload constellation) | ramp-down | zeros
+
+The header announces the burst's MCS (``PHY_MODES`` code and PDU length in header_format_default's
+16-bit field, see HEADER_LENGTH_BITS), so one packet_rx decodes bursts of every MCS in one stream, and
+packet_tx sends each PDU on the MCS its metadata names (``MCS_KEY``); received PDUs carry their MCS and
+an Es/N0 estimate of their header (``SNR_KEY``) in their metadata.
 
 The payload and its CRC32 are scrambled (additively, x^17 + x^14 + 1, reset per packet) before the FEC
 encoder, so that a run of equal bytes does not go out as a bare carrier; ``scrambler_keystream`` is
 bit-exact with stock ``digital.additive_scrambler_bb(SCRAMBLER_MASK, SCRAMBLER_SEED, SCRAMBLER_REG_LEN,
 0, 8, "packet_len")``, which is how a stock gr-digital receiver descrambles (docs/ota.md).
 
-The header is always BPSK so packet detection does not depend on the payload modulation.
-For QPSK/16-QAM the header BPSK points lie on the diagonal, i.e. they are a subset of the
-payload constellation, so a single 4th-order Costas loop tracks phase through header and
-payload of a burst; the absolute phase (Costas ambiguity) is reset on every burst from the
-``phase_est`` tag of the access-code correlator.
+The header is always BPSK on the diagonal, so packet detection does not depend on the payload
+modulation; its points are a subset of the QPSK/16-QAM constellations (and BPSK payloads lie on the same
+diagonal), so a Costas loop tracks phase through header and payload of a burst; the absolute phase
+(Costas ambiguity) is reset on every burst from the ``phase_est`` tag of the access-code correlator.
 
-RX chain: [FLL (band edge, coarse frequency), 16-QAM only] -> access-code correlator -> duplicate-peak
-filter -> polyphase clock recovery (its phase set per burst from the correlator's time_est) -> Costas
-loop -> header/payload demux.
+RX chain: access-code correlator -> duplicate-peak filter -> polyphase clock recovery (its phase set per
+burst from the correlator's time_est) -> one branch per modulation: [BPSK: rotation onto the real axis]
+-> Costas loop (2nd order for BPSK, 4th for QPSK/16-QAM, bandwidth per modulation) -> header/payload
+demux -> header parser and guard (taking the bursts of its modulation) -> payload soft decisions -> the
+code's rate matcher and FEC decoder. The 16-QAM FLL of the one-modulation receiver is gone: it sat
+ahead of the shared correlator, where it hurt BPSK/QPSK (FLL_MODULATIONS).
 """
 
 import functools
