@@ -255,7 +255,7 @@ def test_header_announcing_an_unknown_mcs_is_counted_and_dropped(monkeypatch):
 def test_pdus_carry_an_snr_estimate_from_their_header(snr_db):
     """Each PDU's metadata has the M2M4 Es/N0 estimate of its header's symbols (snr_db): within 1 dB on
     average of the channel's at 5 and 15 dB, whatever the payload's MCS, and within 1.5 dB per PDU."""
-    mcs = ["bpsk-r12", "qpsk-r12", "qpsk-r34"] * 4 if snr_db == 5 else ["qpsk-r12", "16qam-r12", "16qam-r34"] * 4
+    mcs = ["bpsk-r14", "bpsk-r12"] * 6 if snr_db == 5 else ["qpsk-r12", "qpsk-r34", "16qam-r12"] * 4
     pdus = _random_pdus(len(mcs), seed=snr_db, max_len=300)
     received, _, _ = _mixed_loopback(pdus, mcs, snr_db=snr_db)
     estimates = [meta[packet.SNR_KEY] for meta, _ in received]
