@@ -141,8 +141,39 @@ def _channel_blocks(imp: Impairments, modulation: str, samples_per_symbol: int) 
     return chain
 
 
+class _stream_then_silence(gr.sync_block):
+    """``samples``, then zeros for as long as the flowgraph runs (a radio's stream never ends), a few
+    thousand a call and paced, so that an idle receiver costs little CPU.
+
+    A finite source ends the flowgraph, and GNU Radio stops a message-only block as soon as one of its
+    publishers is done: a PDU still on its way through packet_rx's message blocks (the last burst's, at
+    the end of the stream) was lost with the receiver of issue #14, whose payload path has one more
+    Python message block."""
+
+    CHUNK = 4096
+    PACE_S = 0.005
+
+    def __init__(self, samples):
+        gr.sync_block.__init__(self, "semcom_stream_then_silence", None, [np.complex64])
+        self.samples = np.asarray(samples, np.complex64)
+        self.sent = 0
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        if self.sent >= len(self.samples):
+            time.sleep(self.PACE_S)
+            n = min(len(out), self.CHUNK)
+            out[:n] = 0
+            return n
+        n = min(len(out), len(self.samples) - self.sent)
+        out[:n] = self.samples[self.sent:self.sent + n]
+        self.sent += n
+        return n
+
+
 def _run_rx(front: list, modulation: str, fec_code: str, samples_per_symbol: int, timeout_s: float) -> RxResult:
-    """``front`` (a source and the blocks after it) into ``packet_rx``; runs until the receiver settles."""
+    """``front`` (a source and the blocks after it) into ``packet_rx``; runs until the receiver settles
+    (a _stream_then_silence source: until its samples went through and nothing moved since)."""
     tb = gr.top_block()
     rx = packet.packet_rx(modulation, fec_code, samples_per_symbol)
     sink = _collector()
@@ -152,7 +183,10 @@ def _run_rx(front: list, modulation: str, fec_code: str, samples_per_symbol: int
     started = last_change = time.monotonic()
     state = None
     while time.monotonic() - started < timeout_s:
-        now = (rx.correlator.nitems_read(0), len(sink.received), rx.headers_detected(), rx.packets_failed_crc())
+        consumed = rx.correlator.nitems_read(0)
+        if isinstance(front[0], _stream_then_silence):
+            consumed = min(consumed, len(front[0].samples))
+        now = (consumed, len(sink.received), rx.headers_detected(), rx.packets_failed_crc())
         if now != state:
             state, last_change = now, time.monotonic()
         elif time.monotonic() - last_change > SETTLE_S:
@@ -169,7 +203,7 @@ def _run_rx(front: list, modulation: str, fec_code: str, samples_per_symbol: int
 def receive(stream: np.ndarray, imp: Impairments, modulation: str = "qpsk", fec_code: str = "cc",
             samples_per_symbol: int = 2, timeout_s: float = 300.0) -> RxResult:
     """Push ``stream`` through the impairments into ``packet_rx``; what came out and its counters."""
-    front = [blocks.vector_source_c(stream, False), *_channel_blocks(imp, modulation, samples_per_symbol)]
+    front = [_stream_then_silence(stream), *_channel_blocks(imp, modulation, samples_per_symbol)]
     if imp.agc:
         front.append(_agc())
     if imp.coarse_cfo:
@@ -213,8 +247,7 @@ def make_recording(path: str, pdu_count: int = 120, seed: int = 21,
 def decode_recording(path: str, agc: bool = True, modulation: str = "qpsk", fec_code: str = "cc",
                      samples_per_symbol: int = 2, timeout_s: float = 300.0) -> RxResult:
     """A recording (complex64 IQ) through the receivers' AGC and ``packet_rx``, as ota_rx_file.py does."""
-    source = blocks.file_source(gr.sizeof_gr_complex, str(path), False)
-    front = [source]
+    front = [_stream_then_silence(np.fromfile(path, np.complex64))]
     if agc:
         front.append(_agc())
     return _run_rx(front, modulation, fec_code, samples_per_symbol, timeout_s)

@@ -311,13 +311,19 @@ class _rate_match_rx(gr.basic_block):
         self.set_msg_handler(pmt.intern("in"), self._on_pdu)
 
     def _on_pdu(self, msg):
+        out = self.matched(msg)
+        if out is not None:
+            self.message_port_pub(pmt.intern("out"), out)
+
+    def matched(self, msg):
+        """The rate-1/2 soft frame of ``msg`` (a PDU), or None (counted) if its length is malformed."""
         fec_code = (_meta_mode(msg) or (None, self.fec_code))[1]
         soft = np.asarray(pmt.f32vector_elements(pmt.cdr(msg)), np.float32)
         if fec_code == "cc34":
             coded_bits = _coded_bits_for_punctured_bytes(len(soft) // 8) if len(soft) % 8 == 0 else None
             if coded_bits is None:
                 self.malformed += 1
-                return
+                return None
             mask = _puncture_mask(coded_bits)
             full = np.zeros(coded_bits, np.float32)
             full[mask] = soft[: int(mask.sum())]
@@ -325,11 +331,11 @@ class _rate_match_rx(gr.basic_block):
             repeats = CC_BLOCK_REPEATS[fec_code]
             if len(soft) % (repeats * 16):
                 self.malformed += 1
-                return
+                return None
             full = soft.reshape(repeats, -1).mean(axis=0)
         else:
-            full = soft
-        self.message_port_pub(pmt.intern("out"), pmt.cons(pmt.car(msg), pmt.init_f32vector(len(full), full)))
+            return msg
+        return pmt.cons(pmt.car(msg), pmt.init_f32vector(len(full), full))
 
 
 @functools.lru_cache(maxsize=4)
@@ -618,9 +624,10 @@ class _mode_router(gr.basic_block):
     fec_code)`` names the port, or None to drop the PDU. Unknown MCS names are dropped and counted in
     ``unknown``; the metadata leaving carries the mode's canonical name."""
 
-    def __init__(self, ports, route, default=None):
+    def __init__(self, ports, route, default=None, transform=None):
         gr.basic_block.__init__(self, "semcom_mode_router", None, None)
         self.route, self.default, self.unknown = route, default, 0
+        self.transform = transform      # msg -> msg or None (dropped), applied on the way out
         self.message_port_register_in(pmt.intern("in"))
         for port in ports:
             self.message_port_register_out(pmt.intern(port))
@@ -635,7 +642,11 @@ class _mode_router(gr.basic_block):
         if port is not None:
             meta = pmt.car(msg) if pmt.is_dict(pmt.car(msg)) else pmt.make_dict()
             meta = pmt.dict_add(meta, pmt.intern(MCS_KEY), pmt.intern(mcs_name(*mode)))
-            self.message_port_pub(pmt.intern(port), pmt.cons(meta, pmt.cdr(msg)))
+            msg = pmt.cons(meta, pmt.cdr(msg))
+            if self.transform is not None:
+                msg = self.transform(msg)
+            if msg is not None:
+                self.message_port_pub(pmt.intern(port), msg)
 
 
 def _fec_family(fec_code):
@@ -872,7 +883,6 @@ class packet_rx(gr.hier_block2):
                                                    mtu_bytes + CRC_BYTES) for family in _FEC_FAMILIES}
         for decoder in self.decoders.values():
             self.msg_connect(decoder, "out", self.payload_check, "in")
-        self.msg_connect(self.rate_match, "out", self.decoders["cc"], "in")
         self.payload_decoder = self.decoders["cc"]
         self.msg_connect(self.payload_check, "out", self, "out")
         self.branches = {m: _rx_branch(self, m) for m in MODULATIONS}
@@ -991,7 +1001,10 @@ class _rx_branch:
         for block in self.soft[:-1]:
             _reserve(block, max_soft_bits)
         rx.connect((self.demux, 1), *self.soft)
-        self.router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f))
+        # Routing and rate matching in one handler: each Python message hop after the last stream block
+        # is one more chance for a flowgraph whose source ended to stop before the PDU is out (seen
+        # with a router and a rate matcher in a row: a burst at the end of a finite stream was lost).
+        self.router = _mode_router(_FEC_FAMILIES, lambda m, f: _fec_family(f), transform=rx.rate_match.matched)
         rx.msg_connect(self.soft[-1], "pdus", self.router, "in")
         for family in _FEC_FAMILIES:
-            rx.msg_connect(self.router, family, rx.rate_match if family == "cc" else rx.decoders[family], "in")
+            rx.msg_connect(self.router, family, rx.decoders[family], "in")
