@@ -803,7 +803,7 @@ class _header_guard(gr.basic_block):
         gr.basic_block.__init__(self, "semcom_header_guard", None, None)
         self.mtu_bytes = mtu_bytes
         self.modulation = modulation
-        self.snr = snr          # a _header_snr: its estimate of this header goes into the info (SNR_KEY)
+        self.snr = snr          # a _SnrCell: its estimate of this header goes into the info (SNR_KEY)
         self.rejected = 0
         self.unknown_mcs = 0
         self.accepted = 0
@@ -911,16 +911,25 @@ class packet_rx(gr.hier_block2):
 SNR_KEY = "snr_db"       # PDU metadata at the receiver: Es/N0 estimated on its header's symbols
 
 
+class _SnrCell:
+    """The latest header's Es/N0 estimate (dB, or None), written by _header_snr and read by _header_guard.
+    A plain object between them: a Python block holding another keeps its buffers (shared memory)
+    alive after the flowgraph is released."""
+
+    def __init__(self):
+        self.last_db = None
+
+
 class _header_snr(gr.sync_block):
     """Header symbols through unchanged; of every ``header_symbols`` of them, the M2M4 estimate of Es/N0
-    (dB) in ``last_db`` (constant-modulus BPSK header, complex noise: S = sqrt(2 M2^2 - M4), N = M2 - S).
-    The demux waits for its header's verdict before it releases another header, so the guard that
-    reads ``last_db`` when that header's parse arrives reads that header's estimate."""
+    (dB) in ``cell.last_db`` (constant-modulus BPSK header, complex noise: S = sqrt(2 M2^2 - M4),
+    N = M2 - S). The demux waits for its header's verdict before it releases another header, so the
+    guard that reads the cell when that header's parse arrives reads that header's estimate."""
 
-    def __init__(self, header_symbols):
+    def __init__(self, header_symbols, cell):
         gr.sync_block.__init__(self, "semcom_header_snr", [np.complex64], [np.complex64])
         self.header_symbols = header_symbols
-        self.last_db = None
+        self.cell = cell
         self._m2 = self._m4 = 0.0
         self._count = 0
 
@@ -939,7 +948,7 @@ class _header_snr(gr.sync_block):
                 m2, m4 = self._m2 / self._count, self._m4 / self._count
                 signal = math.sqrt(max(2 * m2 * m2 - m4, 0.0))
                 noise = max(m2 - signal, 1e-12 * m2)
-                self.last_db = 10 * math.log10(max(signal, 1e-12 * m2) / noise)
+                self.cell.last_db = 10 * math.log10(max(signal, 1e-12 * m2) / noise)
                 self._m2 = self._m4 = 0.0
                 self._count = 0
         return len(x)
@@ -981,14 +990,15 @@ class _rx_branch:
         self.demux.set_log_level("warn")  # it logs every rejected (noise-triggered) header
         rx.connect(*front, self.costas, self.demux)
 
-        self.header_snr = _header_snr(hdr_format.header_nbits() * rx.repetition)
+        snr_cell = _SnrCell()
+        self.header_snr = _header_snr(hdr_format.header_nbits() * rx.repetition, snr_cell)
         self.header_soft = digital.constellation_soft_decoder_cf(hdr_const)
         self.header_decoder = fec.decoder(
             fec.repetition_decoder.make(hdr_format.header_nbits(), rx.repetition, 0.5),
             gr.sizeof_float, gr.sizeof_char)
         self.parser = digital.protocol_parser_b(hdr_format)
         rx.connect((self.demux, 0), self.header_snr, self.header_soft, self.header_decoder, self.parser)
-        self.guard = _header_guard(rx.mtu_bytes, modulation, self.header_snr)
+        self.guard = _header_guard(rx.mtu_bytes, modulation, snr_cell)
         rx.msg_connect(self.parser, "info", self.guard, "in")
         rx.msg_connect(self.guard, "out", self.demux, "header_data")
 
