@@ -27,7 +27,7 @@ burst from the correlator's time_est) -> one branch per modulation: [BPSK: rotat
 -> Costas loop (2nd order for BPSK, 4th for QPSK/16-QAM, bandwidth per modulation) -> header/payload
 demux -> header parser and guard (taking the bursts of its modulation) -> payload soft decisions -> the
 code's rate matcher and FEC decoder. The 16-QAM FLL of the one-modulation receiver is gone: it sat
-ahead of the shared correlator, where it hurt BPSK/QPSK (FLL_MODULATIONS).
+ahead of the shared correlator, where it hurt BPSK/QPSK (see the note above CLOCK_LOOP_BW).
 """
 
 import functools
@@ -104,10 +104,7 @@ BURST_TAIL_MARGIN_SYMBOLS = 512  # extra silence after each burst, on top of the
 # the 384-sample access code: measured with QPSK/CC, 200-byte PDUs, 40 per point, CRC-passed PDUs
 # with/without it: 10/26 at 4 dB, 25/40 vs 40/40 at 8 dB, 38/40 vs 40/40 at 12 dB. 16-QAM works
 # only above about 20 dB, where it is harmless and shortens the phase pull-in of the first burst.
-FLL_MODULATIONS = ("16qam",)
-FLL_FILTER_TAPS = 44
-FLL_LOOP_BW = 2 * math.pi / 800
-FLL_MAX_OFFSET = 2e-3  # cycles/sample
+# The receiver of every mode (issue #14) has no FLL: it would sit ahead of the shared correlator.
 CLOCK_LOOP_BW = 2 * math.pi / 400
 CLOCK_MAX_DEVIATION = 1.5
 # Soft decisions come from a look-up table built for this noise power: the default (1.0, far above
@@ -121,15 +118,16 @@ SOFT_DECISION_SCALE = 0.25
 # (2*pi/400 lost uncoded frames to jitter, 2*pi/1600 lost the first burst before it had converged).
 # Repetition-coded 16-QAM frames are 3x longer (up to ~14k symbols) and slipped with 2*pi/800.
 COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 800}
-COSTAS_LOOP_BW_LONG_FRAMES = {"16qam": 2 * math.pi / 1600}  # used with fec_code "repetition"
+# The one-mode receiver used 2*pi/1600 for 16-QAM with fec_code "repetition"; the receiver of every mode
+# has one loop per modulation, and 16qam/repetition loses more (tests/test_packet.py ALLOWED_LOSSES).
 # One 4th-order loop for every modulation (BPSK on the diagonal) was measured and dropped: BPSK/CC 1/4,
-# 64-byte PDUs, 100 per point, headers parsed at -1 / +1 dB: 2π/200: 0 / 0; 2π/400: 2 / 12; 2π/800: 9 / ?;
+# 64-byte PDUs, 100 per point, headers parsed at -1 / +1 dB: 2π/200: 0 / 0; 2π/400: 2 / 12; 2π/800: 9 / -;
 # 2π/1600: 4 / 94; 2π/3200: 86 / 99 (a loop that narrow then had to hold 16-QAM's phase).
 # The Costas loops' frequency range, in cycles per sample. Unclamped (+-1 rad/symbol) the loop's
 # frequency wanders in the noise between bursts and every burst starts with a pull-in; clamped, a burst
 # after a long gap is found more often at low SNR (QPSK/CC, 6 dB, 120 PDUs after random gaps of up to
 # 5000 samples, 2e-4 cycles/sample and 20 ppm: 103 headers unclamped, 110 clamped). The correlator
-# does not find bursts beyond about 1e-3 anyway, and the 16-QAM FLL removes up to FLL_MAX_OFFSET.
+# does not find bursts beyond about 1e-3 anyway (the one-mode receiver's 16-QAM FLL removed up to 2e-3).
 COSTAS_MAX_OFFSET = 2e-3
 CORRELATOR_THRESHOLD = 0.5  # of the noise-free peak power: tolerates ~1e-3 cycles/sample offset
 # Correlator tag -> first header symbol at the clock-sync output, measured per samples/symbol
