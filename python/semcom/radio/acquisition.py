@@ -153,20 +153,22 @@ class _offset_remover(gr.sync_block):
 class coarse_frequency_correction(gr.hier_block2):
     """Complex baseband in -> the same, ``delay`` samples late, with each burst's carrier offset removed.
 
-    Put it ahead of ``packet_rx`` (same modulation, fec_code and samples_per_symbol). ``estimates``
-    counts the bursts measured; ``offset`` is the offset (cycles/sample) being removed.
+    Put it ahead of ``packet_rx`` (same samples_per_symbol and header_repetition; every MCS shares the
+    access code, so ``modulation`` and ``fec_code`` are accepted for compatibility and select nothing).
+    ``estimates`` counts the bursts measured; ``offset`` is the offset (cycles/sample) being removed.
     """
 
     def __init__(self, modulation: str = "qpsk", fec_code: str = "cc", samples_per_symbol: int = 2,
                  excess_bw: float = 0.35, max_offset: float = MAX_OFFSET,
-                 threshold: float = DETECTION_THRESHOLD, coherence_threshold: float = COHERENCE_THRESHOLD):
+                 threshold: float = DETECTION_THRESHOLD, coherence_threshold: float = COHERENCE_THRESHOLD,
+                 header_repetition: int = packet.HEADER_REPETITION):
         gr.hier_block2.__init__(self, "semcom_coarse_frequency_correction",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(1, 1, gr.sizeof_gr_complex))
         if not 0 < max_offset < 0.5 / samples_per_symbol:
             raise ValueError(f"max_offset must be in (0, {0.5 / samples_per_symbol}) cycles/sample "
                              "(the differential detector's lag is one symbol)")
-        preamble = np.asarray(packet._modulated_preamble(modulation, samples_per_symbol, excess_bw,
-                                                         packet.header_repetition(fec_code)), np.complex64)
+        preamble = np.asarray(packet._modulated_preamble(samples_per_symbol, excess_bw, header_repetition, whole=True),
+                              np.complex64)
         lag = samples_per_symbol
         template = preamble[lag:] * np.conj(preamble[:-lag])
         taps = len(template)

@@ -39,6 +39,7 @@ import numpy as np
 import pmt
 from gnuradio import analog, blocks, digital, fec, filter, gr, pdu
 from gnuradio.filter import firdes
+from semcom.radio.flowgraph import releasable_hier_block2
 
 MODULATIONS = ("bpsk", "qpsk", "16qam")
 # Payload codes. The "cc" family is one gr-fec K=7 rate-1/2 convolutional code (tail-biting, soft Viterbi),
@@ -115,11 +116,9 @@ SOFT_DECISION_NOISE_POWER = 0.2
 SOFT_DECISION_LUT_BITS = 8
 SOFT_DECISION_SCALE = 0.25
 # 16-QAM's off-diagonal points add self-noise to the Costas detector: it needs a narrower loop
-# (2*pi/400 lost uncoded frames to jitter, 2*pi/1600 lost the first burst before it had converged).
-# Repetition-coded 16-QAM frames are 3x longer (up to ~14k symbols) and slipped with 2*pi/800.
-COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 800}
-# The one-mode receiver used 2*pi/1600 for 16-QAM with fec_code "repetition"; the receiver of every mode
-# has one loop per modulation, and 16qam/repetition loses more (tests/test_packet.py ALLOWED_LOSSES).
+# (2*pi/400 lost uncoded frames to jitter). Repetition-coded 16-QAM frames are 3x longer (up to ~14k
+# symbols): with 2*pi/800 and no FLL the receiver of every MCS lost 19 of 40 at 25 dB, with 2*pi/1600 2.
+COSTAS_LOOP_BW = {"bpsk": 2 * math.pi / 200, "qpsk": 2 * math.pi / 400, "16qam": 2 * math.pi / 1600}
 # One 4th-order loop for every modulation (BPSK on the diagonal) was measured and dropped: BPSK/CC 1/4,
 # 64-byte PDUs, 100 per point, headers parsed at -1 / +1 dB: 2π/200: 0 / 0; 2π/400: 2 / 12; 2π/800: 9 / -;
 # 2π/1600: 4 / 94; 2π/3200: 86 / 99 (a loop that narrow then had to hold 16-QAM's phase).
@@ -591,17 +590,19 @@ def _tx_pulse(samples_per_symbol, excess_bw):
     return prototype[arms[arms < len(prototype)]]
 
 
-def _modulated_preamble(samples_per_symbol, excess_bw, repetition=HEADER_REPETITION):
+def _modulated_preamble(samples_per_symbol, excess_bw, repetition=HEADER_REPETITION, whole=False):
     """Access-code waveform exactly as packet_tx emits it, so the absolute correlator threshold
     is a fraction of the peak a unit-gain channel produces. Only its first 192 symbols (the whole
     repetition-3 access code) are correlated: a longer coherent template decorrelates under the
-    channel's frequency offset (2e-4 cycles/sample turns the 9x preamble by 1.4 rad)."""
+    channel's frequency offset (2e-4 cycles/sample turns the 9x preamble by 1.4 rad). ``whole``: all
+    of it, for the coarse search's differential detector, which a frequency offset does not hurt and
+    which needs the code's bit transitions (the first 192 symbols of the 9x code hold 21 bits)."""
     points = _header_constellation().points()
     symbols = np.array([points[b] for b in _preamble_bits(repetition)], dtype=np.complex64)
     upsampled = np.zeros(len(symbols) * samples_per_symbol, dtype=np.complex64)
     upsampled[::samples_per_symbol] = symbols
     waveform = np.convolve(upsampled, _tx_pulse(samples_per_symbol, excess_bw))[:len(upsampled)]
-    return list(waveform[:len(ACCESS_CODE) * 3 * samples_per_symbol])
+    return list(waveform if whole else waveform[:len(ACCESS_CODE) * 3 * samples_per_symbol])
 
 
 def _correlator(samples_per_symbol, excess_bw, mark_delay=0, repetition=HEADER_REPETITION):
@@ -698,7 +699,7 @@ class _formatter(gr.basic_block):
                               pmt.cons(pmt.make_dict(), pmt.init_c32vector(len(symbols), symbols)))
 
 
-class packet_tx(gr.hier_block2):
+class packet_tx(releasable_hier_block2):
     """PDUs (message port 'in', pmt.cons(meta, u8vector)) -> complex baseband bursts (stream output 0).
 
     Each PDU goes out on the MCS its metadata names (MCS_KEY, an ``mcs_name``), else on ``modulation`` and
@@ -838,7 +839,7 @@ class _header_guard(gr.basic_block):
         return pmt.dict_add(info, pmt.intern(MCS_KEY), pmt.intern(mcs_name(modulation, fec_code)))
 
 
-class packet_rx(gr.hier_block2):
+class packet_rx(releasable_hier_block2):
     """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters.
 
     One receiver for every mode: the header (diagonal BPSK, repetition ``header_repetition``) names
