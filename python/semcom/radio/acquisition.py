@@ -1,6 +1,6 @@
 """coarse_frequency_correction: finds each burst's carrier offset on its preamble and removes it.
 
-``packet_rx``'s access-code correlator is coherent over the whole 192-symbol access code, so it finds
+``packet_rx``'s access-code correlator is coherent over the access code's first 192 symbols, so it finds
 nothing beyond about 1e-3 cycles/sample (the code then turns by more than a cycle); its Costas loop only
 tracks what is left after the correlator found the burst. A radio's oscillators are much further off:
 20 ppm at 2.4 GHz and 1 MS/s is 0.048 cycles/sample. This block sits ahead of ``packet_rx`` and, per
@@ -12,16 +12,18 @@ burst:
    metric is normalised by both energies (0..1), so it does not depend on the input level either.
    Stock blocks compute it (delay, multiply_conjugate, fft_filter, moving_average, divide);
 2. **measures** the offset on the preamble it found: the FFT of ``r * conj(preamble)`` (zero-padded
-   ``FFT_OVERSAMPLING`` times, peak interpolated) peaks at f; over the 384-sample preamble this is
-   accurate to about 1e-4 cycles/sample at 0 dB Es/N0, well inside the correlator's tolerance;
+   ``FFT_OVERSAMPLING`` times, peak interpolated) peaks at f; over the whole access code (576 symbols
+   of the repetition-9 header, 1152 samples at 2 samples/symbol) this is accurate to well under 5e-4
+   cycles/sample at 0 dB Es/N0 (tests/test_rx_impairments.py), inside the correlator's tolerance;
 3. **removes** it, phase-continuously, from a little before that burst on, until the next burst's
    estimate. The output is the input ``delay`` samples late, so the correction starts before the burst
    although it is only known after its preamble; stream tags move with the samples.
 
 Between bursts the correction is held (a transmitter's offset drifts slowly), so a burst the detector
 misses still gets its predecessor's. The last ``delay`` samples of a finite input (plus up to a block of
-the FFT filter, about 1400 samples in all at 2 samples/symbol) never leave: a recording must go on that
-long after its last burst, which packet_tx's silent tail already does.
+the FFT filter: 2551-2848 samples in all at 2 samples/symbol, measured) never leave: a recording must go
+on that long after its last burst. packet_tx's silent tail (1688 samples) is shorter since the header
+went to repetition 9, so a recording that ends with the last burst's tail loses that burst here.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ COHERENCE_THRESHOLD = 0.15
 FFT_OVERSAMPLING = 8
 GUARD_SYMBOLS = packet.BURST_RAMP_LENGTH + 8    # the correction starts this far ahead of the access code
 PHASOR_ROW = 256             # the correction's phasors: an outer product of tables this long and n / it long
+CANDIDATE_PEAKS = 8          # metric peaks tried in turn when the highest does not cohere
 WORK_ITEMS = 8192            # samples per call at least: the Python work has a fixed cost per call
 
 
@@ -52,7 +55,7 @@ class _offset_remover(gr.sync_block):
     Output: the samples ``delay`` late, each burst's offset (measured on its preamble) removed."""
 
     def __init__(self, preamble: np.ndarray, max_offset: float, threshold: float, guard: int,
-                 coherence_threshold: float):
+                 coherence_threshold: float, peak_spacing: int):
         gr.sync_block.__init__(self, "semcom_offset_remover", [np.complex64, np.float32], [np.complex64])
         self._preamble = preamble
         self._preamble_energy = float(np.sum(np.abs(preamble) ** 2))
@@ -63,6 +66,7 @@ class _offset_remover(gr.sync_block):
         self._threshold = float(threshold)
         self._coherence_threshold = float(coherence_threshold)
         self._guard = guard
+        self._peak_spacing = peak_spacing      # samples per header bit: one candidate peak per bit at most
         # A metric peak is decided once a preamble's length of metric follows it; its burst started a
         # preamble earlier still, and the correction a guard before that.
         self.delay = 2 * self._n + guard + 64
@@ -115,12 +119,33 @@ class _offset_remover(gr.sync_block):
             first = k - n + 1                      # the preamble's first sample, in x
             offset, coherence = self._estimate(x[first:first + n])
             if coherence < self._coherence_threshold:
+                first, offset, coherence = self._next_candidates(x, metric, k)
+            if coherence < self._coherence_threshold:
                 self.rejected += 1
                 continue
             self._schedule.append((base + first - self._guard, offset))
             self.estimates += 1
             taken_to = k + n
         self._decided_to = max(self._decided_to, end)
+
+    def _next_candidates(self, x: np.ndarray, metric: np.ndarray, k: int) -> tuple[int, float, float]:
+        """(first sample, offset, coherence) of the most coherent of the next-highest metric peaks within a
+        preamble's length of ``k``, when the highest did not cohere. The 9x access code's differential
+        template is mostly "no transition", and so is the 9x header after it: at 0 dB the metric's
+        highest peak can lie 100-260 symbols into the header (measured, 9 of 60 bursts), with the
+        preamble's own peak a lower local maximum before it."""
+        n, lo, hi = self._n, max(self._n - 1, k - self._n), min(len(metric), k + self._n + 1)
+        window = metric[lo:hi]
+        local = np.flatnonzero((window >= self._threshold) &
+                               (window == maximum_filter1d(window, self._peak_spacing, mode="nearest"))) + lo
+        best = (k - n + 1, 0.0, 0.0)
+        for j in local[np.argsort(metric[local])[::-1]][:CANDIDATE_PEAKS]:
+            if j == k:
+                continue
+            offset, coherence = self._estimate(x[j - n + 1:j + 1])
+            if coherence > best[2]:
+                best = (j - n + 1, offset, coherence)
+        return best
 
     def work(self, input_items, output_items):
         x, metric = input_items
@@ -185,7 +210,7 @@ class coarse_frequency_correction(gr.hier_block2):
         self.floor = blocks.add_const_ff(1e-6 * taps * float(np.sum(np.abs(template) ** 2)))
         self.metric = blocks.divide_ff()
         self.remover = _offset_remover(preamble, max_offset, threshold, GUARD_SYMBOLS * samples_per_symbol,
-                                       coherence_threshold)
+                                       coherence_threshold, header_repetition * samples_per_symbol)
         self.connect(self, (self.product, 0))
         self.connect(self, self.lagged, (self.product, 1))
         self.connect(self.product, self.correlator, self.correlation_power, (self.metric, 0))

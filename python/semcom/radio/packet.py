@@ -850,7 +850,7 @@ class packet_rx(releasable_hier_block2):
     One receiver for every mode: the header (diagonal BPSK, repetition ``header_repetition``) names
     each burst's MCS, and the PDU leaves with it in its metadata (MCS_KEY). The access-code correlator,
     its peak filter and the clock recovery are shared; after them one branch per modulation (its own
-    Costas loop, tuned as before for that modulation alone, and header/payload demux) decodes every
+    Costas loop, tuned for that modulation (COSTAS_LOOP_BW), and header/payload demux) decodes every
     header and takes the payloads of the bursts that announced its modulation. One 4th-order loop
     for all of them loses BPSK below ~2 dB (see COSTAS_LOOP_BW), hence the branches.
     ``modulation`` and ``fec_code`` are accepted for compatibility and select nothing.
