@@ -29,7 +29,7 @@ RSS_GROWTH_LIMIT_MB = 8.0       # 150 images: a leak of 50 kB per image would sh
 @pytest.mark.timeout(180)
 def test_soak_one_flowgraph_many_images(tmp_path):
     out = tmp_path / "soak.json"
-    run = subprocess.run([sys.executable, str(SOAK_SCRIPT), "--images", str(IMAGES), "--snr-db", "20", "10", "6", "4",
+    run = subprocess.run([sys.executable, str(SOAK_SCRIPT), "--images", str(IMAGES), "--snr-db", "20", "10", "6", "2",
                           "--rss-every", "15", "--per-snr", "10", "--json", str(out)],
                          capture_output=True, text=True, timeout=170)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
