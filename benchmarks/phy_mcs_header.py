@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from unittest import mock
 
 import numpy as np
 import pmt
@@ -44,8 +45,12 @@ def run(pdus, mcs, snr_db, header_repetition=packet.HEADER_REPETITION, costas_lo
     if hasattr(packet, "PHY_MODES"):
         source = pdu_list_source([to_pdu(p, {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)])
         tx = packet.packet_tx(samples_per_symbol=SPS, header_repetition=header_repetition)
-        kwargs = {} if costas_loop_bw is None else {"costas_loop_bw": costas_loop_bw}
-        rx = packet.packet_rx(samples_per_symbol=SPS, header_repetition=header_repetition, **kwargs)
+        # packet_rx takes its loops' bandwidths from COSTAS_LOOP_BW; the knob overrides the entry of
+        # the MCS's modulation while the receiver is built.
+        modulation = mcs[0].split("-")[0]
+        override = {} if costas_loop_bw is None else {modulation: costas_loop_bw}
+        with mock.patch.dict(packet.COSTAS_LOOP_BW, override):
+            rx = packet.packet_rx(samples_per_symbol=SPS, header_repetition=header_repetition)
     else:   # the PHY before this branch (PYTHONPATH at its tree): one MCS per flowgraph, as the PER table
         from semcom.radio.mcs import mcs_by_name
 
@@ -99,7 +104,7 @@ def main():
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 1000])
     parser.add_argument("--repetition", nargs="+", type=int, default=[packet.HEADER_REPETITION])
     parser.add_argument("--costas-bw-inverse", nargs="+", type=float, default=[None],
-                        help="Costas loop bandwidths as 2*pi/x: the x values (default: the module's)")
+                        help="the loop bandwidth of the MCS's modulation as 2*pi/x: the x values (default: the module's)")
     args = parser.parse_args()
     for name in args.mcs:
         for repetition in args.repetition:

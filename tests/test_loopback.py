@@ -24,13 +24,14 @@ def test_bundled_photos_at_20_db_key_region_faithful_and_far_cheaper_than_jpeg(p
 
 
 def test_low_snr_still_gives_an_image_with_the_lost_parts_generated(chelsea):
-    """At 5 dB about a quarter of the 1000-byte PDUs fail their CRC (gr-semcom/per_table.json, qpsk-r12).
+    """At 4 dB about a fifth of the 1000-byte PDUs fail their CRC and one 64-byte PDU in 20
+    (gr-semcom/per_table.json, qpsk-r12: 0.178 and 0.044).
     Over a few noise seeds, a run that lost packets but kept a header copy must still give an image,
     with the lost tiles generated and the loss reported."""
     clean = run_loopback(chelsea, LinkConfig(snr_db=20)).reconstruction
     clean_psnr = psnr_db(chelsea, clean.image, clean.key_mask)
     for seed in range(1, 6):
-        result = run_loopback(chelsea, LinkConfig(snr_db=5, noise_seed=seed))
+        result = run_loopback(chelsea, LinkConfig(snr_db=4, noise_seed=seed))
         lost = result.pdus_sent - result.rx_stats["pdus_accepted"] - result.rx_stats["pdus_duplicate"]
         if lost and result.reconstruction is not None:
             recon = result.reconstruction
@@ -39,7 +40,7 @@ def test_low_snr_still_gives_an_image_with_the_lost_parts_generated(chelsea):
             assert psnr_db(chelsea, recon.image, recon.key_mask) < clean_psnr
             assert result.rx_stats["frames_partial"] == 1
             return
-    pytest.fail("no run at 5 dB lost packets while keeping its header: the PHY's PER moved, check the table")
+    pytest.fail("no run at 4 dB lost packets while keeping its header: the PHY's PER moved, check the table")
 
 
 def test_pipeline_pdus_larger_than_the_link_mtu_are_refused(chelsea):
