@@ -95,7 +95,7 @@ def test_block_yaml_matches_python(path, qt_app):
     assert set(param_ids) - {"mcs"} <= signature.parameters.keys(), f"{cls.__name__}{signature}"
     # every ${name} in make is a declared parameter, and every parameter reaches the constructor
     make = block["templates"]["make"]
-    used = set(re.findall(r"\$\{\s*(\w+)\s*\}", make)) - GRC_TEMPLATE_NAMES
+    used = set(re.findall(r"\$\{\s*(\w+)(?:\.\w+)?\s*\}", make)) - GRC_TEMPLATE_NAMES   # ${mcs.name}: an enum's attribute
     for expression in re.findall(r"\$\{([^}]*\bif\b[^}]*)\}", make):       # ${ a if mcs == 'custom' else mcs.a }
         used |= set(re.findall(r"\b[a-z_]\w*\b", re.sub(r"'[^']*'", "", expression))) & set(param_ids)
     assert used == set(param_ids)

@@ -69,7 +69,9 @@ def cmd_loopback_analog(args, image: np.ndarray, image_path: Path, key_mask, out
 def cmd_loopback(args) -> int:
     from semcom.eval.baselines import jpeg_at_key_psnr
     from semcom.eval.metrics import quality_report
-    from semcom.radio.loopback import LinkConfig, run_loopback
+    from semcom.radio.loopback import LinkConfig, run_loopback_frames
+    from semcom.radio.mcs import mcs_by_name
+    from semcom.radio.packet import mcs_name
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,11 +87,18 @@ def cmd_loopback(args) -> int:
         key_mask = registry.create("regions", "box", box=args.box).split(image)
     if args.mode == "analog":
         return cmd_loopback_analog(args, image, image_path, key_mask, out)
-    link = LinkConfig(snr_db=args.snr_db, modulation=args.modulation, fec_code=args.fec,
+    if args.frames < 1:
+        raise ValueError(f"--frames {args.frames}: send at least one")
+    modulation, fec = (mcs_by_name(args.mcs).modulation, mcs_by_name(args.mcs).fec_code) if args.mcs \
+        else (args.modulation, args.fec)
+    link = LinkConfig(snr_db=args.snr_db, modulation=modulation, fec_code=fec,
                       samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
-                      timing_offset=args.timing_offset, noise_seed=args.seed)
+                      timing_offset=args.timing_offset, noise_seed=args.seed,
+                      protected_mcs=args.protected_mcs or "", key_mcs=args.key_mcs or "", adapt=args.adapt)
     config = _pipeline_config(args)
-    result = run_loopback(image, link, config, key_mask=key_mask, output_path=str(out / "reconstruction.png"))
+    results = run_loopback_frames([image] * args.frames, link, config, key_mask=key_mask,
+                                  output_path=str(out / "reconstruction.png"))
+    result = results[-1]
     encoded, recon = result.encoded, result.reconstruction
     frame = encoded.frame
     metrics = {
@@ -102,9 +111,20 @@ def cmd_loopback(args) -> int:
                   "text": len(frame.text or b"")},
         "pdus_sent": result.pdus_sent,
         "channel_symbols": result.channel_symbols,
+        "mcs": {"protected": result.protected_mcs or mcs_name(modulation, fec),
+                "key": result.key_mcs or mcs_name(modulation, fec)},
         "rx": result.rx_stats,
         "elapsed_s": round(result.elapsed_s, 3),
     }
+    if args.frames > 1:     # the last image is the one reported above; this is how each went
+        metrics["frames"] = [
+            {"protected_mcs": r.protected_mcs or mcs_name(modulation, fec),
+             "key_mcs": r.key_mcs or mcs_name(modulation, fec),
+             "snr_estimate_db": None if r.snr_estimate_db is None else round(r.snr_estimate_db, 2),
+             "received": r.reconstruction is not None, "channel_symbols": r.channel_symbols,
+             "key_psnr_db": None if r.reconstruction is None else
+             round(quality_report(image, r.reconstruction.image, r.encoded.key_mask).get("key_psnr_db", 0.0), 3)}
+            for r in results]
     if recon is not None:
         quality = quality_report(image, recon.image, encoded.key_mask)
         metrics["quality"] = {k: round(v, 4) for k, v in quality.items()}
@@ -137,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     from semcom.eval.sweep import add_eval_parser
     from semcom.finetune import add_finetune_parser
     from semcom.worker import add_worker_parser
+    from semcom.radio.mcs import MCS_NAMES
     from semcom.radio.packet import FEC_CODES, MARK_DELAY_SYMBOLS, MODULATIONS
 
     parser = argparse.ArgumentParser(prog="semcom", description=__doc__)
@@ -149,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="analog: key region as DeepJSCC symbols (modulation/fec ignored)")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")
+    loop.add_argument("--mcs", choices=MCS_NAMES, help="every PDU on this MCS (instead of --modulation/--fec)")
+    loop.add_argument("--protected-mcs", choices=MCS_NAMES,
+                      help="header, text and sketch on this MCS (unequal protection; default: the link's)")
+    loop.add_argument("--key-mcs", choices=MCS_NAMES, help="key tiles on this MCS (default: the link's)")
+    loop.add_argument("--adapt", action="store_true",
+                      help="each image's MCS pair from the receiver's SNR estimates of the PDUs before it "
+                           "(docs/evaluation.md, 'without a budget'); use with --frames")
+    loop.add_argument("--frames", type=int, default=1,
+                      help="send the image this many times through one flowgraph (metrics.json: 'frames')")
     loop.add_argument("--sps", type=int, choices=sorted(MARK_DELAY_SYMBOLS), default=2, help="samples per symbol")
     loop.add_argument("--freq-offset", type=float, default=LOOPBACK_FREQUENCY_OFFSET,
                       help="channel frequency offset, cycles/sample")

@@ -36,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from semcom.codec.frame import Segment, parse_pdu
 from semcom.codec.rate import largest_fitting
 from semcom.radio.mcs import MCS_TABLE, Mcs
@@ -173,3 +175,36 @@ def better_plan(best: FramePlan | None, candidate: FramePlan | None) -> FramePla
     if candidate is None or best is None:
         return best or candidate
     return candidate if candidate.value > best.value + NEGLIGIBLE else best
+
+
+# The rule without a symbol budget (semantic_tx with adapt on, fed the receiver's SNR estimates): a faster
+# MCS gains no quality there, only air time, so the key tiles take the fastest MCS whose 1000-byte PDUs
+# keep a PER of at most 1%, and header, text and sketch the next more robust row of the table: without
+# them nothing or no background is drawn, and they are a small part of the frame (chelsea: 1.6 of 14.8 KB),
+# so the margin costs little air time. (A stricter PER target for them cannot be read off the table: 0.1%
+# is one PDU in its 1000 per point, and the curves are not monotone at that level.) The estimate reads
+# within about 1 dB (docs/phy_mcs_header.md, "SNR estimate"), hence the margin.
+KEY_TARGET_PER = 0.01
+KEY_PDU_BYTES = 1000
+ESTIMATE_MARGIN_DB = 1.0
+
+
+def fastest_mcs_within(snr_db: float, per_table, length: int, target_per: float,
+                       mcs_table: tuple[Mcs, ...] = MCS_TABLE) -> Mcs:
+    """The fastest MCS whose ``length``-byte PER stays at most ``target_per`` from ``snr_db`` up (the table's
+    points above it included: a measured curve dips below a target before it stays there); the most robust
+    when none does (it still gets the most through)."""
+    def stays_within(m: Mcs) -> bool:
+        above = [s for s in per_table.curve(m.name).snr_db if s > snr_db]
+        return bool(np.all(per_table.packet_error_rate(m.name, length, np.array([snr_db, *above])) <= target_per))
+
+    fitting = [m for m in mcs_table if stays_within(m)]
+    return max(fitting, key=lambda m: m.payload_bits_per_symbol) if fitting else mcs_table[0]
+
+
+def segment_mcs_for_snr(snr_db: float, per_table, margin_db: float = ESTIMATE_MARGIN_DB,
+                        mcs_table: tuple[Mcs, ...] = MCS_TABLE) -> tuple[Mcs, Mcs]:
+    """(MCS of header, text and sketch; MCS of the key tiles) for an estimated Es/N0 of ``snr_db``, without a
+    symbol budget (the rule above; ``mcs_table`` ordered from the most robust)."""
+    key = fastest_mcs_within(snr_db - margin_db, per_table, KEY_PDU_BYTES, KEY_TARGET_PER, mcs_table)
+    return mcs_table[max(mcs_table.index(key) - 1, 0)], key

@@ -8,9 +8,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from gnuradio import gr
 
+from semcom.codec.frame import Segment, parse_pdu
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
+from semcom.radio.link_adaptation import channel_symbols
+from semcom.radio.mcs import Mcs, mcs_by_name
 from semcom.radio.pdu_link import PhyConfig, phy_chain
 from semcom.radio.semantic_rx import semantic_rx
 from semcom.radio.semantic_tx import semantic_tx
@@ -28,6 +31,9 @@ class LinkConfig(PhyConfig):
 
     snr_db: float = 20.0
     noise_seed: int = 42
+    protected_mcs: str = ""     # header, text and sketch PDUs on this MCS (semantic_tx); "": modulation/fec_code
+    key_mcs: str = ""           # key-tile PDUs on this MCS; "": modulation/fec_code
+    adapt: bool = False         # each image's MCS pair from the receiver's SNR estimates (semantic_tx adapt)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,12 +47,15 @@ class loopback_flowgraph(gr.top_block):
         if config.pdu_bytes > link.mtu_bytes:
             raise ValueError(f"pipeline PDUs of {config.pdu_bytes} bytes exceed the link's {link.mtu_bytes}-byte MTU")
         self.link = link
-        self.tx = semantic_tx(config=config)
+        self.tx = semantic_tx(config=config, protected_mcs=link.protected_mcs, key_mcs=link.key_mcs,
+                              adapt=link.adapt)
         self.modulator, self.channel, self.demodulator = phy_chain(link, link.snr_db, link.noise_seed)
         self.rx = semantic_rx(output_path=output_path, config=config, timeout_s=rx_timeout_s)
         self.msg_connect((self.tx, "pdus"), (self.modulator, "in"))
         self.connect(self.modulator, self.channel, self.demodulator)
         self.msg_connect((self.demodulator, "out"), (self.rx, "pdus"))
+        if link.adapt:   # an ideal return link: the receiver's per-PDU estimates steer the next image
+            self.msg_connect((self.demodulator, "out"), (self.tx, "snr"))
 
 
 @dataclass
@@ -56,8 +65,11 @@ class LoopbackResult:
     pdus_sent: int
     bytes_sent: int
     channel_symbols: int
-    rx_stats: dict = field(default_factory=dict)
+    rx_stats: dict = field(default_factory=dict)       # this image's share of the receiver's counters
     elapsed_s: float = 0.0
+    protected_mcs: str = ""        # the MCS of header, text and sketch ("": the link's modulation/fec_code)
+    key_mcs: str = ""              # the MCS of the key tiles
+    snr_estimate_db: float | None = None   # the estimate the MCS pair was chosen for (adapt), else None
 
 
 def run_loopback(image: np.ndarray, link: LinkConfig | None = None, config: PipelineConfig | None = None,
@@ -66,33 +78,61 @@ def run_loopback(image: np.ndarray, link: LinkConfig | None = None, config: Pipe
 
     Raises ValueError when the transmitter refused the image (its message names the problem).
     """
+    return run_loopback_frames([image], link, config, key_mask, output_path, timeout_s)[0]
+
+
+def run_loopback_frames(images: list[np.ndarray], link: LinkConfig | None = None,
+                        config: PipelineConfig | None = None, key_mask: np.ndarray | None = None,
+                        output_path: str = "", timeout_s: float = 120.0) -> list[LoopbackResult]:
+    """Send ``images`` one after another through one flowgraph, each once the previous came out or was
+    given up (so with ``link.adapt`` each image's MCS follows the estimates of the PDUs before it)."""
     link = link or LinkConfig()
     config = config or PipelineConfig()
     tb = loopback_flowgraph(link, config, output_path)
-    started = time.monotonic()
+    results: list[LoopbackResult] = []
     tb.start()
     try:
-        tb.tx.send(image, key_mask=key_mask)
-        deadline = started + timeout_s
-        idle_since = None   # when the TX had published every PDU (the drain is timed from then, not from
-        #                     the start: encoding alone can take longer than DRAIN_S on a loaded machine)
-        while time.monotonic() < deadline and tb.rx.images_out == 0:
-            if tb.tx.errors:
-                break
-            idle_since = (idle_since or time.monotonic()) if tb.tx.idle.is_set() else None
-            if idle_since is not None and tb.rx.assembler.open_frames == 0 \
-                    and time.monotonic() - max(tb.rx.last_pdu_s, idle_since) > DRAIN_S:
-                break
-            tb.rx.wait_for_images(1, timeout_s=0.1)
+        for image in images:
+            results.append(send_image(tb, image, link, config, key_mask, timeout_s))
     finally:
         tb.stop()
         tb.wait()
         release(tb)
+    return results
+
+
+def send_image(tb: loopback_flowgraph, image: np.ndarray, link: LinkConfig, config: PipelineConfig,
+              key_mask: np.ndarray | None, timeout_s: float) -> LoopbackResult:
+    """One image through the running ``tb``: wait until it comes out or is given up (DRAIN_S)."""
+    started = time.monotonic()
+    images_before, errors_before, sent_before = tb.rx.images_out, tb.tx.errors, len(tb.tx.sent_mcs)
+    stats_before = dict(tb.rx.stats)
+    tb.tx.send(image, key_mask=key_mask)
+    deadline = started + timeout_s
+    idle_since = None   # when the TX had published every PDU (the drain is timed from then, not from
+    #                     the start: encoding alone can take longer than DRAIN_S on a loaded machine)
+    while time.monotonic() < deadline and tb.rx.images_out == images_before:
+        if tb.tx.errors > errors_before:
+            break
+        idle_since = (idle_since or time.monotonic()) if tb.tx.idle.is_set() else None
+        if idle_since is not None and tb.rx.assembler.open_frames == 0 \
+                and time.monotonic() - max(tb.rx.last_pdu_s, idle_since) > DRAIN_S:
+            break
+        tb.rx.wait_for_images(images_before + 1, timeout_s=0.1)
+    if len(tb.tx.sent_mcs) == sent_before:
+        raise ValueError(tb.tx.last_error or "the transmitter sent nothing")
     encoded = tb.tx.last_encoded
-    if encoded is None and tb.tx.errors:
-        raise ValueError(tb.tx.last_error)
-    pdus = encoded.to_pdus(config.pdu_bytes) if encoded else []
-    recon = tb.rx.reconstructions[0][1] if tb.rx.reconstructions else None
-    symbols = sum(packet.channel_symbols_for(len(p), link.modulation, link.fec_code) for p in pdus)
-    return LoopbackResult(encoded, recon, len(pdus), sum(map(len, pdus)), symbols, tb.rx.stats,
-                          time.monotonic() - started)
+    image_id, protected, key, estimate = tb.tx.sent_mcs[-1]
+    pdus = encoded.to_pdus(config.pdu_bytes)
+    recon = next((r for i, r in reversed(tb.rx.reconstructions) if i == image_id), None)
+    symbols = channel_symbols(pdus, [_mcs_of(p, protected, key, link) for p in pdus])
+    stats = {k: v - stats_before.get(k, 0) if isinstance(v, (int, float)) else v for k, v in tb.rx.stats.items()}
+    return LoopbackResult(encoded, recon, len(pdus), sum(map(len, pdus)), symbols, stats,
+                          time.monotonic() - started, protected, key, estimate)
+
+
+def _mcs_of(pdu: bytes, protected: str, key: str, link: LinkConfig) -> Mcs:
+    """The MCS a PDU of the frame went out on: its segment's, else the link's configured one."""
+    name = key if parse_pdu(pdu).segment == Segment.KEY else protected
+    return mcs_by_name(name) if name else Mcs(packet.mcs_name(link.modulation, link.fec_code),
+                                              link.modulation, link.fec_code)

@@ -12,7 +12,10 @@ from gnuradio import gr
 
 from semcom.codec import registry
 from semcom.codec.imageio import load_image
+from semcom.codec.frame import Segment, parse_pdu
 from semcom.codec.pipeline import Encoded, PipelineConfig, SemanticEncoder
+from semcom.radio.mcs import Mcs, mcs_by_name
+from semcom.radio.packet import MCS_KEY, SNR_KEY
 from semcom.radio.pdu import from_pdu, to_pdu
 from semcom.worker import DEFAULT_TIMEOUT_S as DEFAULT_WORKER_TIMEOUT_S
 from semcom.worker import WorkerClient, WorkerError, WorkerTimeout
@@ -37,12 +40,34 @@ class semantic_tx(gr.basic_block):
     set (e.g. ``tcp://127.0.0.1:5555``), that thread asks a ``semcom worker`` instead of running the
     model here; no reply within ``worker_timeout_s`` is a counted failure (``errors``,
     ``worker_timeouts``, an ``error`` on ``info``), never a hang.
+
+    Unequal protection: ``protected_mcs`` and ``key_mcs`` (MCS names of ``semcom.radio.mcs``; empty = no
+    ``mcs`` metadata, so packet_tx's configured MCS) put the header, text and sketch PDUs on one MCS and the
+    key tiles on another, in the PDU metadata that packet_tx reads; one packet_rx decodes both. With
+    ``adapt`` on, every new image takes the pair ``link_adaptation.segment_mcs_for_snr`` picks for the median
+    of the last ``SNR_WINDOW`` estimates on message port ``snr`` (a number in dB, or a PDU whose metadata
+    has ``snr_db``: connect a receiver's PDU output); until an estimate arrives, the configured pair.
     """
+
+    SNR_WINDOW = 16     # estimates kept; their median steers the next image (one PDU's estimate is +-1.5 dB)
 
     def __init__(self, image_path: str = "", config: PipelineConfig | str | None = None,
                  key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
-                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S, worker_keys: str = ""):
+                 worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S, worker_keys: str = "",
+                 protected_mcs: str = "", key_mcs: str = "", adapt: bool = False):
         gr.basic_block.__init__(self, name="semantic_tx", in_sig=None, out_sig=None)
+        self.protected_mcs: Mcs | None = mcs_by_name(protected_mcs) if protected_mcs else None
+        self.key_mcs: Mcs | None = mcs_by_name(key_mcs) if key_mcs else None
+        self.adapt = adapt
+        self._per_table = None
+        if adapt:
+            from semcom.eval.channel import shipped_per_table   # the PER table the rule reads (fails if stale)
+
+            self._per_table = shipped_per_table()
+        self.snr_estimates: list[float] = []
+        self.snr_messages_ignored = 0
+        # per image sent: (image_id, protected MCS, key MCS, the SNR estimate they were chosen for or None)
+        self.sent_mcs: list[tuple[int, str, str, float | None]] = []
         self.log = gr.logger("semcom.semantic_tx")
         self.image_path = image_path
         self.mask_splitter = registry.create("regions", "mask", mask=key_mask_path) if key_mask_path else None
@@ -66,7 +91,9 @@ class semantic_tx(gr.basic_block):
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("pdus"))
         self.message_port_register_out(pmt.intern("info"))
+        self.message_port_register_in(pmt.intern("snr"))
         self.set_msg_handler(pmt.intern("in"), self._handle_message)
+        self.set_msg_handler(pmt.intern("snr"), self._handle_snr)
 
     def start(self):
         if self.image_path:
@@ -96,6 +123,34 @@ class semantic_tx(gr.basic_block):
             return
         self.send(str(meta["path"]) if "path" in meta else payload)
 
+    def _handle_snr(self, msg):
+        """An SNR estimate: a number (dB), or a PDU whose metadata has ``snr_db``; anything else is counted."""
+        value = None
+        if pmt.is_number(msg):
+            value = pmt.to_double(msg)
+        elif pmt.is_pair(msg) and pmt.is_dict(pmt.car(msg)):
+            value = pmt.to_python(pmt.dict_ref(pmt.car(msg), pmt.intern(SNR_KEY), pmt.PMT_NIL))
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not -50.0 <= value <= 100.0:
+            self.snr_messages_ignored += 1
+            return
+        with self._lock:
+            self.snr_estimates = (self.snr_estimates + [float(value)])[-self.SNR_WINDOW:]
+
+    def snr_estimate_db(self) -> float | None:
+        """The median of the kept estimates, None before the first."""
+        with self._lock:
+            return float(np.median(self.snr_estimates)) if self.snr_estimates else None
+
+    def segment_mcs(self) -> tuple[Mcs | None, Mcs | None, float | None]:
+        """(protected, key) MCS for the next image and the estimate they follow: the adaptive pick, else the
+        configured pair (and None)."""
+        estimate = self.snr_estimate_db() if self.adapt else None
+        if estimate is None:
+            return self.protected_mcs, self.key_mcs, None
+        from semcom.radio.link_adaptation import segment_mcs_for_snr
+
+        return (*segment_mcs_for_snr(estimate, self._per_table), estimate)
+
     def _encode_and_publish(self, source: str | bytes | np.ndarray, key_mask: np.ndarray | None) -> None:
         try:
             image = source if isinstance(source, np.ndarray) else load_image(source)
@@ -116,12 +171,19 @@ class semantic_tx(gr.basic_block):
         else:
             self.next_image_id = (image_id + 1) & 0xFFFF
             self.last_encoded = encoded
+            protected, key, estimate = self.segment_mcs()
+            self.sent_mcs.append((image_id, protected.name if protected else "", key.name if key else "", estimate))
             for pdu in pdus:
-                self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, {"image_id": image_id}))
+                meta = {"image_id": image_id}
+                mcs = key if parse_pdu(pdu).segment == Segment.KEY else protected
+                if mcs is not None:
+                    meta[MCS_KEY] = mcs.name
+                self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, meta))
             self.images_sent += 1
             self.message_port_pub(pmt.intern("info"), pmt.to_pmt({
                 "image_id": image_id, "n_pdus": len(pdus), "frame_bytes": sum(map(len, pdus)),
-                "description": encoded.description}))
+                "description": encoded.description,
+                "protected_mcs": protected.name if protected else "", "key_mcs": key.name if key else ""}))
         finally:
             with self._lock:
                 self._pending -= 1

@@ -1,0 +1,142 @@
+"""Per-segment MCS through one flowgraph (issue #14): semantic_tx tags each PDU with its segment's MCS,
+packet_tx sends it on that MCS, one packet_rx reads it from the header; and the receiver's SNR estimates
+steer the next image's MCS pair."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pmt
+import pytest
+from gnuradio import gr
+
+from semcom.codec.frame import Segment, parse_pdu
+from semcom.eval.channel import shipped_per_table
+from semcom.eval.metrics import psnr_db
+from semcom.radio.flowgraph import release
+from semcom.radio.link_adaptation import ESTIMATE_MARGIN_DB, KEY_PDU_BYTES, KEY_TARGET_PER, segment_mcs_for_snr
+from semcom.radio.loopback import LinkConfig, loopback_flowgraph, run_loopback_frames, send_image
+from semcom.radio.mcs import MCS_TABLE
+from semcom.radio.pdu import from_pdu, to_pdu
+from semcom.radio.semantic_tx import semantic_tx
+
+
+@pytest.fixture(scope="module")
+def per_table():
+    return shipped_per_table()
+
+
+def test_segment_rule_puts_key_tiles_on_the_fastest_mcs_that_keeps_them_and_header_one_row_safer(per_table):
+    order = [m.name for m in MCS_TABLE]
+    previous = (0, 0)
+    for snr in np.arange(-4.0, 26.0, 0.5):
+        protected, key = segment_mcs_for_snr(float(snr), per_table)
+        at = snr - ESTIMATE_MARGIN_DB
+        kept = max(float(per_table.packet_error_rate(key.name, KEY_PDU_BYTES, s)) for s in np.arange(at, 26, 0.25))
+        assert kept <= KEY_TARGET_PER or key is MCS_TABLE[0], (snr, key.name)
+        faster = order[order.index(key.name) + 1:]
+        assert all(float(per_table.packet_error_rate(m, KEY_PDU_BYTES, at)) > KEY_TARGET_PER
+                   or max(per_table.packet_error_rate(m, KEY_PDU_BYTES, np.arange(at, 26, 0.5))) > KEY_TARGET_PER
+                   for m in faster), (snr, key.name)
+        assert order.index(protected.name) == max(order.index(key.name) - 1, 0), "one row more robust"
+        now = (order.index(protected.name), order.index(key.name))
+        assert now >= previous, f"the pair went more robust at a higher SNR ({snr} dB)"
+        previous = now
+    assert segment_mcs_for_snr(-4.0, per_table) == (MCS_TABLE[0], MCS_TABLE[0])
+    assert segment_mcs_for_snr(25.0, per_table)[1].name.startswith("16qam")
+
+
+class _pdu_tap(gr.basic_block):
+    """Keeps (metadata, payload) of every PDU the demodulator put out."""
+
+    def __init__(self):
+        gr.basic_block.__init__(self, "pdu_tap", None, None)
+        self.seen: list[tuple[dict, bytes]] = []
+        self.message_port_register_in(pmt.intern("in"))
+        self.set_msg_handler(pmt.intern("in"), self._on_pdu)
+
+    def _on_pdu(self, msg):
+        self.seen.append(from_pdu(msg))
+
+
+@pytest.mark.slow
+def test_mixed_mcs_frame_goes_through_one_flowgraph_each_pdu_on_its_segments_mcs(chelsea):
+    link = LinkConfig(snr_db=20, protected_mcs="bpsk-r12", key_mcs="16qam-r12")
+    tb = loopback_flowgraph(link, _config())
+    tap = _pdu_tap()
+    tb.msg_connect((tb.demodulator, "out"), (tap, "in"))
+    tb.start()
+    try:
+        result = send_image(tb, chelsea, link, _config(), None, timeout_s=120)
+    finally:
+        tb.stop()
+        tb.wait()
+        release(tb)
+    assert result.reconstruction is not None and result.reconstruction.generated_share == 0
+    assert psnr_db(chelsea, result.reconstruction.image, result.encoded.key_mask) > 30
+    segments = {parse_pdu(payload).segment: meta["mcs"] for meta, payload in tap.seen}
+    assert segments[Segment.HEADER] == segments[Segment.TEXT] == "bpsk-r12"
+    assert segments[Segment.KEY] == "16qam-r12"
+    assert {meta["mcs"] for meta, payload in tap.seen if parse_pdu(payload).segment == Segment.KEY} == {"16qam-r12"}
+    # the symbols counted per PDU at its own MCS: fewer than all on bpsk-r12, more than all on 16qam-r12
+    assert (result.protected_mcs, result.key_mcs) == ("bpsk-r12", "16qam-r12")
+    one_mcs = [run_loopback_frames([chelsea], LinkConfig(snr_db=20, protected_mcs=m, key_mcs=m), _config())[0]
+               for m in ("bpsk-r12", "16qam-r12")]
+    assert one_mcs[1].channel_symbols < result.channel_symbols < one_mcs[0].channel_symbols
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snr_db", [6.0, 20.0])
+def test_adaptive_loopback_picks_the_next_images_mcs_from_the_receivers_estimates(chelsea, per_table, snr_db):
+    """The first image goes on the configured qpsk-r12; the second on the pair the rule gives for the
+    receiver's estimates of the first image's PDUs, which read within 1.5 dB of the channel's SNR."""
+    first, second = run_loopback_frames([chelsea, chelsea], LinkConfig(snr_db=snr_db, adapt=True), _config())
+    assert (first.protected_mcs, first.key_mcs) == ("", "") and first.snr_estimate_db is None
+    assert second.snr_estimate_db is not None and abs(second.snr_estimate_db - snr_db) < 1.5
+    expected = tuple(m.name for m in segment_mcs_for_snr(second.snr_estimate_db, per_table))
+    assert (second.protected_mcs, second.key_mcs) == expected
+    assert expected != ("qpsk-r12", "qpsk-r12"), "this SNR should move the link off the first image's MCS"
+    assert second.reconstruction is not None and second.reconstruction.generated_share == 0
+
+
+def test_semantic_tx_counts_snr_messages_it_cannot_use_and_refuses_unknown_mcs():
+    tx = semantic_tx(adapt=True)
+    good = [pmt.from_double(7.5), to_pdu(b"x", {"snr_db": 9.5})]
+    bad = [pmt.intern("7.5"), pmt.from_double(math.nan), pmt.from_double(1e9), to_pdu(b"x", {}),
+           to_pdu(b"x", {"snr_db": "loud"}), pmt.PMT_NIL]
+    for msg in good + bad:
+        tx._handle_snr(msg)
+    assert tx.snr_messages_ignored == len(bad)
+    assert tx.snr_estimate_db() == pytest.approx(8.5)
+    for _ in range(semantic_tx.SNR_WINDOW):
+        tx._handle_snr(pmt.from_double(20.0))
+    assert tx.snr_estimate_db() == 20.0, "only the last SNR_WINDOW estimates steer"
+    with pytest.raises(ValueError, match="unknown MCS 'qpsk-r99'"):
+        semantic_tx(key_mcs="qpsk-r99")
+
+
+def _config():
+    from semcom.codec.pipeline import PipelineConfig
+
+    return PipelineConfig()
+
+
+@pytest.mark.slow
+def test_cli_loopback_reports_each_frames_mcs_and_estimate(tmp_path, chelsea):
+    import json
+
+    from semcom.cli import main
+    from semcom.codec.imageio import save_png
+
+    save_png(chelsea[:128, :192], tmp_path / "crop.png")
+    out = tmp_path / "out"
+    assert main(["loopback", "--image", str(tmp_path / "crop.png"), "--snr-db", "20", "--adapt", "--frames", "2",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    first, second = metrics["frames"]
+    assert (first["protected_mcs"], first["key_mcs"], first["snr_estimate_db"]) == ("qpsk-r12", "qpsk-r12", None)
+    assert abs(second["snr_estimate_db"] - 20) < 1.5 and second["key_mcs"].startswith("16qam")
+    assert metrics["mcs"] == {"protected": second["protected_mcs"], "key": second["key_mcs"]}
+    assert second["received"] and second["channel_symbols"] < first["channel_symbols"]
+    assert main(["loopback", "--image", str(tmp_path / "crop.png"), "--frames", "0", "--out", str(out)]) != 0
