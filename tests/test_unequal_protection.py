@@ -97,7 +97,8 @@ def test_adaptive_loopback_picks_the_next_images_mcs_from_the_receivers_estimate
     expected = tuple(m.name for m in segment_mcs_for_snr(second.snr_estimate_db, per_table))
     assert (second.protected_mcs, second.key_mcs) == expected
     assert expected != ("qpsk-r12", "qpsk-r12"), "this SNR should move the link off the first image's MCS"
-    assert second.reconstruction is not None and second.reconstruction.generated_share == 0
+    # the rule allows 1% PER per key PDU (16qam-r12 at 20 dB loses 1 in ~70 in the table): at most one lost
+    assert second.reconstruction is not None and second.reconstruction.generated_share < 0.1
 
 
 def test_semantic_tx_counts_snr_messages_it_cannot_use_and_refuses_unknown_mcs():
@@ -140,3 +141,13 @@ def test_cli_loopback_reports_each_frames_mcs_and_estimate(tmp_path, chelsea):
     assert metrics["mcs"] == {"protected": second["protected_mcs"], "key": second["key_mcs"]}
     assert second["received"] and second["channel_symbols"] < first["channel_symbols"]
     assert main(["loopback", "--image", str(tmp_path / "crop.png"), "--frames", "0", "--out", str(out)]) != 0
+
+
+def test_semantic_tx_keeps_a_bounded_record_of_its_mcs_choices(chelsea):
+    tx = semantic_tx(protected_mcs="bpsk-r12", key_mcs="qpsk-r34")
+    crop = np.ascontiguousarray(chelsea[:48, :64])
+    for _ in range(semantic_tx.RECENT_IMAGES + 2):
+        tx._encode_and_publish(crop, None)      # what the worker thread runs per image
+    assert tx.images_sent == semantic_tx.RECENT_IMAGES + 2 and tx.errors == 0
+    assert len(tx.recent_mcs) == semantic_tx.RECENT_IMAGES
+    assert tx.recent_mcs[-1] == (semantic_tx.RECENT_IMAGES + 1, "bpsk-r12", "qpsk-r34", None)

@@ -105,7 +105,7 @@ def send_image(tb: loopback_flowgraph, image: np.ndarray, link: LinkConfig, conf
               key_mask: np.ndarray | None, timeout_s: float) -> LoopbackResult:
     """One image through the running ``tb``: wait until it comes out or is given up (DRAIN_S)."""
     started = time.monotonic()
-    images_before, errors_before, sent_before = tb.rx.images_out, tb.tx.errors, len(tb.tx.sent_mcs)
+    images_before, errors_before, sent_before = tb.rx.images_out, tb.tx.errors, tb.tx.images_sent
     stats_before = dict(tb.rx.stats)
     tb.tx.send(image, key_mask=key_mask)
     deadline = started + timeout_s
@@ -119,10 +119,10 @@ def send_image(tb: loopback_flowgraph, image: np.ndarray, link: LinkConfig, conf
                 and time.monotonic() - max(tb.rx.last_pdu_s, idle_since) > DRAIN_S:
             break
         tb.rx.wait_for_images(images_before + 1, timeout_s=0.1)
-    if len(tb.tx.sent_mcs) == sent_before:
+    if tb.tx.images_sent == sent_before:
         raise ValueError(tb.tx.last_error or "the transmitter sent nothing")
     encoded = tb.tx.last_encoded
-    image_id, protected, key, estimate = tb.tx.sent_mcs[-1]
+    image_id, protected, key, estimate = tb.tx.recent_mcs[-1]
     pdus = encoded.to_pdus(config.pdu_bytes)
     recon = next((r for i, r in reversed(tb.rx.reconstructions) if i == image_id), None)
     symbols = channel_symbols(pdus, [_mcs_of(p, protected, key, link) for p in pdus])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class semantic_tx(gr.basic_block):
     """
 
     SNR_WINDOW = 16     # estimates kept; their median steers the next image (one PDU's estimate is +-1.5 dB)
+    RECENT_IMAGES = 16  # images whose MCS choice is kept in ``recent_mcs``
 
     def __init__(self, image_path: str = "", config: PipelineConfig | str | None = None,
                  key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
@@ -66,8 +68,9 @@ class semantic_tx(gr.basic_block):
             self._per_table = shipped_per_table()
         self.snr_estimates: list[float] = []
         self.snr_messages_ignored = 0
-        # per image sent: (image_id, protected MCS, key MCS, the SNR estimate they were chosen for or None)
-        self.sent_mcs: list[tuple[int, str, str, float | None]] = []
+        # the last RECENT_IMAGES images sent (bounded: a flowgraph may run for days): (image_id, protected
+        # MCS, key MCS, the SNR estimate they were chosen for or None)
+        self.recent_mcs: deque[tuple[int, str, str, float | None]] = deque(maxlen=self.RECENT_IMAGES)
         self.log = gr.logger("semcom.semantic_tx")
         self.image_path = image_path
         self.mask_splitter = registry.create("regions", "mask", mask=key_mask_path) if key_mask_path else None
@@ -172,7 +175,7 @@ class semantic_tx(gr.basic_block):
             self.next_image_id = (image_id + 1) & 0xFFFF
             self.last_encoded = encoded
             protected, key, estimate = self.segment_mcs()
-            self.sent_mcs.append((image_id, protected.name if protected else "", key.name if key else "", estimate))
+            self.recent_mcs.append((image_id, protected.name if protected else "", key.name if key else "", estimate))
             for pdu in pdus:
                 meta = {"image_id": image_id}
                 mcs = key if parse_pdu(pdu).segment == Segment.KEY else protected
