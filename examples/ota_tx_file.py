@@ -7,7 +7,7 @@
 # GNU Radio Python Flow Graph
 # Title: semcom OTA TX to an IQ file
 # Author: gr-semcom
-# Description: semantic_tx -> packet_tx -> bursts_to_stream -> throttle -> channel model (noise, frequency and clock offset) -> complex64 IQ file; stops after duration_s
+# Description: semantic_tx -> packet_tx -> bursts_to_stream -> throttle -> channel model (noise, frequency and clock offset) -> complex64 IQ file; records duration_s from the first burst
 # GNU Radio version: 3.10.5.1
 
 from gnuradio import blocks
@@ -28,10 +28,11 @@ import semcom.radio.semantic_tx
 
 
 def snipfcn_snippet_0(self):
-    import time
-    while self.blocks_head_0.nitems_written(0) < self.n_samples:
-        time.sleep(0.05)
-    self.stop()
+    import sys
+    import semcom.radio.stream
+    problem = semcom.radio.stream.finish_recording(self, self.blocks_head_0, self.n_samples, self.semcom_semantic_tx_0, self.semcom_bursts_to_stream_0)
+    if problem:
+        sys.exit(problem)
 
 
 def snippets_main_after_start(tb):
@@ -71,7 +72,7 @@ class ota_tx_file(gr.top_block):
 
         self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config=config, key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False)
         self.semcom_packet_tx_0 = packet.packet_tx(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500)
-        self.semcom_bursts_to_stream_0 = stream.bursts_to_stream()
+        self.semcom_bursts_to_stream_0 = stream.bursts_to_stream(wait_for_first_burst=True)
         self.channels_channel_model_0 = channels.channel_model(
             noise_voltage=noise_voltage,
             frequency_offset=(freq_offset_hz / samp_rate),
@@ -198,7 +199,7 @@ class ota_tx_file(gr.top_block):
 
 
 def argument_parser():
-    description = 'semantic_tx -> packet_tx -> bursts_to_stream -> throttle -> channel model (noise, frequency and clock offset) -> complex64 IQ file; stops after duration_s'
+    description = 'semantic_tx -> packet_tx -> bursts_to_stream -> throttle -> channel model (noise, frequency and clock offset) -> complex64 IQ file; records duration_s from the first burst'
     parser = ArgumentParser(description=description)
     parser.add_argument(
         "--clock-ppm", dest="clock_ppm", type=eng_float, default=eng_notation.num_to_str(float(100)),

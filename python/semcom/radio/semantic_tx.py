@@ -83,6 +83,7 @@ class semantic_tx(gr.basic_block):
         self.worker_timeouts = 0
         self.next_image_id = first_image_id & 0xFFFF
         self.images_sent = 0
+        self.pdus_sent = 0
         self.errors = 0
         self.last_error = ""
         self.last_encoded: Encoded | None = None
@@ -182,6 +183,7 @@ class semantic_tx(gr.basic_block):
                 if mcs is not None:
                     meta[MCS_KEY] = mcs.name
                 self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, meta))
+                self.pdus_sent += 1
             self.images_sent += 1
             self.message_port_pub(pmt.intern("info"), pmt.to_pmt({
                 "image_id": image_id, "n_pdus": len(pdus), "frame_bytes": sum(map(len, pdus)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -15,6 +16,10 @@ from semcom.radio.packet import LENGTH_TAG
 # tail (hundreds of symbols), so releasing early loses nothing; the held-back samples go out in
 # front of the next burst.
 RELEASE_SLACK_SAMPLES = 256
+# With wait_for_first_burst, the stream opens with this much silence before the first burst: a
+# receiver's AGC and burst search see noise before the first access code, as on a real capture.
+LEAD_IN_SAMPLES = 4096
+WAIT_POLL_S = 0.01      # how often a waiting source looks for its first burst (no busy loop)
 
 
 class _burst_collector(gr.sync_block):
@@ -53,24 +58,39 @@ class _burst_collector(gr.sync_block):
 class _zero_fill_source(gr.sync_block):
     """Stream source: the queued bursts, back to back, and zeros whenever the queue is empty."""
 
-    def __init__(self, bursts: deque):
+    def __init__(self, bursts: deque, wait_for_first_burst: bool):
         gr.sync_block.__init__(self, name="semcom_zero_fill_source", in_sig=None, out_sig=[np.complex64])
         self._bursts = bursts
+        self._waiting = wait_for_first_burst
         self._current = np.zeros(0, np.complex64)
+        self._current_is_burst = False
         self.zeros_out = 0
+        self.bursts_out = 0
+        self.last_burst_end = 0      # output offset just past the last burst sent whole
 
     def work(self, input_items, output_items):
         out = output_items[0]
+        if self._waiting:
+            if not self._bursts:
+                time.sleep(WAIT_POLL_S)
+                return 0
+            self._waiting = False
+            self._current = np.zeros(LEAD_IN_SAMPLES, np.complex64)
         n = 0
         while n < len(out):
             if not len(self._current):
                 if not self._bursts:
                     break
                 self._current = self._bursts.popleft()
+                self._current_is_burst = True
             k = min(len(out) - n, len(self._current))
             out[n:n + k] = self._current[:k]
             self._current = self._current[k:]
             n += k
+            if self._current_is_burst and not len(self._current):
+                self._current_is_burst = False
+                self.bursts_out += 1
+                self.last_burst_end = self.nitems_written(0) + n
         if n < len(out):
             out[n:] = 0
             self.zeros_out += len(out) - n
@@ -85,14 +105,18 @@ class bursts_to_stream(gr.hier_block2):
     complete (its ``packet_len`` tag gives the length), so zeros never land inside a burst.
     Something downstream must set the pace (a hardware sink or a throttle): the zero fill runs as
     fast as it is asked for.
+
+    ``wait_for_first_burst`` holds the stream back until the first burst is complete, then opens it with
+    ``LEAD_IN_SAMPLES`` of silence. A recording of fixed length then counts from the image, not from
+    the start of a flowgraph whose encoder may take seconds (more on a loaded machine).
     """
 
-    def __init__(self):
+    def __init__(self, wait_for_first_burst: bool = False):
         gr.hier_block2.__init__(self, "semcom_bursts_to_stream", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self._bursts: deque[np.ndarray] = deque()
         self.collector = _burst_collector(self._bursts)
-        self.source = _zero_fill_source(self._bursts)
+        self.source = _zero_fill_source(self._bursts, wait_for_first_burst)
         self.connect(self, self.collector)
         self.connect(self.source, self)
 
@@ -101,6 +125,39 @@ class bursts_to_stream(gr.hier_block2):
         return self.collector.bursts_in
 
     @property
+    def bursts_out(self) -> int:
+        """Bursts sent whole on the output."""
+        return self.source.bursts_out
+
+    @property
+    def last_burst_end(self) -> int:
+        """Output sample offset just past the last burst sent whole (0 before the first)."""
+        return self.source.last_burst_end
+
+    @property
     def queued_bursts(self) -> int:
         """Bursts waiting to go out (a growing number means the sink is slower than the TX)."""
         return len(self._bursts)
+
+
+def finish_recording(tb: gr.top_block, head, n_samples: int, tx, to_stream: bursts_to_stream,
+                     poll_s: float = 0.05) -> str:
+    """Wait until a fixed-length recording is full, stop ``tb``, and say what is missing from it.
+
+    ``head`` counts the recorded samples; ``tx`` is the semantic_tx feeding ``to_stream`` (built with
+    ``wait_for_first_burst``). Returns "" when every PDU the TX sent is whole in the recording, else
+    the reason (the encoder failed, or the recording is too short for the frame): a truncated capture
+    would otherwise decode as a silently incomplete image.
+    """
+    while head.nitems_written(0) < n_samples:
+        if tx.idle.is_set() and tx.images_sent == 0 and tx.errors:
+            break
+        time.sleep(poll_s)
+    tb.stop()
+    tb.wait()
+    if tx.images_sent == 0:
+        return f"nothing recorded: the TX sent no image ({tx.last_error or 'still encoding'})"
+    if to_stream.bursts_out < tx.pdus_sent or to_stream.last_burst_end > n_samples:
+        return (f"recording too short: {to_stream.bursts_out} of {tx.pdus_sent} bursts sent by sample "
+                f"{n_samples}; raise the duration")
+    return ""
