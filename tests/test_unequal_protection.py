@@ -5,6 +5,7 @@ steer the next image's MCS pair."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pmt
@@ -149,5 +150,130 @@ def test_semantic_tx_keeps_a_bounded_record_of_its_mcs_choices(chelsea):
     for _ in range(semantic_tx.RECENT_IMAGES + 2):
         tx._encode_and_publish(crop, None)      # what the worker thread runs per image
     assert tx.images_sent == semantic_tx.RECENT_IMAGES + 2 and tx.errors == 0
-    assert len(tx.recent_mcs) == semantic_tx.RECENT_IMAGES
-    assert tx.recent_mcs[-1] == (semantic_tx.RECENT_IMAGES + 1, "bpsk-r12", "qpsk-r34", None)
+    assert len(tx.recent_frames) == semantic_tx.RECENT_IMAGES
+    last = tx.recent_frames[-1]
+    assert (last.image_id, last.protected_mcs, last.key_mcs, last.snr_estimate_db, last.plan) == \
+        (semantic_tx.RECENT_IMAGES + 1, "bpsk-r12", "qpsk-r34", None, None)
+    assert last.pdu_mcs == tuple("qpsk-r34" if parse_pdu(p).segment == Segment.KEY else "bpsk-r12" for p in last.pdus)
+    assert tx.pdus_sent == sum(len(f.pdus) for f in tx.recent_frames) + 2 * len(last.pdus)
+
+
+# ---- a symbol budget planned inside semantic_tx (the eval's ours-adapt planner) ----
+
+PLAN_SNR_DB = 12.0
+
+
+@pytest.fixture(scope="module")
+def crop(photos) -> np.ndarray:
+    return np.ascontiguousarray(photos["chelsea"][:128, :192])
+
+
+def _planned(crop, plan_snr_db=PLAN_SNR_DB, **options):
+    tx = semantic_tx(first_image_id=7, plan_snr_db=plan_snr_db, **options)
+    tx._encode_and_publish(crop, None)
+    return tx
+
+
+def test_budgeted_semantic_tx_sends_the_eval_planners_frame_under_its_own_image_id(crop, per_table):
+    from semcom.eval.schemes import OursAdaptScheme
+    from semcom.eval.sweep import budget_symbols
+    from semcom.radio.link_adaptation import channel_symbols
+    from semcom.radio.mcs import mcs_by_name
+
+    budget = budget_symbols(Fraction(1, 12), *crop.shape[:2])
+    tx = _planned(crop, cbr=1 / 12)
+    assert tx.errors == 0 and tx.images_sent == 1, tx.last_error
+    sent = tx.recent_frames[-1]
+    planner = OursAdaptScheme(_config())
+    expected = planner.prepare_at_snr(crop, planner.encoder.splitter.split(crop), budget, PLAN_SNR_DB, per_table)
+    assert sent.pdu_mcs == tuple(expected.pdu_mcs)
+    assert {parse_pdu(p).image_id for p in sent.pdus} == {7}
+    assert list(map(len, sent.pdus)) == list(map(len, expected.pdus))
+    symbols = channel_symbols(list(sent.pdus), [mcs_by_name(m) for m in sent.pdu_mcs])
+    assert symbols == sent.plan["symbols"] == expected.channel_symbols <= budget == sent.plan["budget_symbols"]
+    assert sent.plan["plan"] == expected.rate["mcs"] and sent.plan["key_region"] in ("whole", "shrunk")
+    assert any(parse_pdu(p).segment == Segment.KEY for p in sent.pdus), "1/12 at 12 dB carries key tiles"
+
+
+def test_budgets_that_shrink_or_drop_the_key_region_and_one_that_fits_nothing(crop):
+    """Where the planner shrinks the key region, drops it (text only), or cannot send at all; the budgets
+    are the text-only frame's symbols on one MCS (the shipped PER table decides the rest)."""
+    from semcom.eval.schemes import OursAdaptScheme, text_only_pdus
+    from semcom.radio.link_adaptation import channel_symbols
+    from semcom.radio.mcs import mcs_by_name
+
+    text_only = text_only_pdus(OursAdaptScheme(_config()), crop)
+
+    def text_symbols(mcs: str) -> int:
+        return channel_symbols(text_only, [mcs_by_name(mcs)] * len(text_only))
+
+    # at -2 dB key tiles would be lost on any MCS that fits: text only, though 1.3x its symbols are there
+    dropped = _planned(crop, plan_snr_db=-2.0, budget_symbols=text_symbols("bpsk-r14") * 13 // 10)
+    plan = dropped.recent_frames[-1].plan
+    assert dropped.errors == 0 and plan["key_region"] == "dropped" and plan["key_fraction"] == 0.0
+    assert not any(parse_pdu(p).segment == Segment.KEY for p in dropped.recent_frames[-1].pdus)
+    assert dropped.recent_frames[-1].key_mcs == "" and plan["mask_key_fraction"] > 0.3
+    # at 30 dB with room for the text-only frame on 16qam-r12: the splitter re-run at a smaller key fraction
+    shrunk = _planned(crop, plan_snr_db=30.0, budget_symbols=text_symbols("16qam-r12"))
+    plan = shrunk.recent_frames[-1].plan
+    assert shrunk.errors == 0 and plan["key_region"] == "shrunk"
+    assert 0 < plan["key_fraction"] < plan["mask_key_fraction"] / 4
+    assert any(parse_pdu(p).segment == Segment.KEY for p in shrunk.recent_frames[-1].pdus)
+    # half the text-only frame on the fastest MCS: nothing is sent, and that is counted
+    starved = _planned(crop, budget_symbols=text_symbols("16qam-r34") // 2)
+    assert (starved.images_sent, starved.errors, starved.pdus_sent) == (0, 1, 0)
+    assert "not sent" in starved.last_error and f"{text_symbols('16qam-r34') // 2} symbols" in starved.last_error
+
+
+def test_budget_options_that_cannot_work_are_refused_when_the_block_is_built():
+    with pytest.raises(ValueError, match="not both"):
+        semantic_tx(budget_symbols=1000, cbr=0.1, plan_snr_db=10)
+    with pytest.raises(ValueError, match="not both, and not negative"):
+        semantic_tx(budget_symbols=-1, plan_snr_db=10)
+    with pytest.raises(ValueError, match="plan_snr_db"):
+        semantic_tx(budget_symbols=1000)
+    with pytest.raises(ValueError, match="without endpoint"):
+        semantic_tx(budget_symbols=1000, plan_snr_db=10, endpoint="tcp://127.0.0.1:5555")
+
+
+@pytest.mark.slow
+def test_budgeted_loopback_sends_each_pdu_on_its_planned_mcs_within_the_budget(crop):
+    link = LinkConfig(snr_db=PLAN_SNR_DB, cbr=1 / 12)
+    tb = loopback_flowgraph(link, _config())
+    tap = _pdu_tap()
+    tb.msg_connect((tb.demodulator, "out"), (tap, "in"))
+    tb.start()
+    try:
+        result = send_image(tb, crop, link, _config(), None, timeout_s=120)
+    finally:
+        tb.stop()
+        tb.wait()
+        release(tb)
+    sent = tb.tx.recent_frames[-1]
+    assert result.plan == sent.plan and result.channel_symbols == sent.plan["symbols"] <= sent.plan["budget_symbols"]
+    planned = dict(zip(sent.pdus, sent.pdu_mcs))
+    assert tap.seen and all(meta["mcs"] == planned[payload] for meta, payload in tap.seen)
+    assert result.reconstruction is not None
+
+
+@pytest.mark.slow
+def test_cli_loopback_with_a_budget_reports_the_plan(tmp_path, crop):
+    import json
+
+    from semcom.cli import main
+    from semcom.codec.imageio import save_png
+
+    save_png(crop, tmp_path / "crop.png")
+    out = tmp_path / "out"
+    assert main(["loopback", "--image", str(tmp_path / "crop.png"), "--snr-db", "12", "--cbr", "1/12",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    plan = metrics["plan"]
+    assert plan["budget_symbols"] == int(Fraction(1, 12) * 3 * 128 * 192) >= plan["symbols"] == metrics["channel_symbols"]
+    assert plan["planned_snr_db"] == 12.0 and plan["key_region"] in ("whole", "shrunk", "dropped")
+    assert metrics["key_share"] == plan["key_fraction"]
+    image = ["loopback", "--image", str(tmp_path / "crop.png"), "--out", str(out)]
+    for refused_by_argparse in (["--cbr", "0"], ["--cbr", "1/12", "--budget-symbols", "9"]):
+        with pytest.raises(SystemExit):
+            main(image + refused_by_argparse)
+    assert main(image + ["--cbr", "1/12", "--key-quality", "50"]) != 0

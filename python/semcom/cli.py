@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,16 @@ def _box(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--box takes x,y,w,h in pixels, got {text!r}") from None
     return x, y, w, h
+
+
+def _ratio(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"--cbr takes a ratio like 1/24 or 0.05, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--cbr must be positive, got {text!r}")
+    return value
 
 
 def _pipeline_config(args) -> PipelineConfig:
@@ -85,6 +96,10 @@ def cmd_loopback(args) -> int:
         key_mask = registry.create("regions", "mask", mask=args.mask).split(image)
     elif args.box:
         key_mask = registry.create("regions", "box", box=args.box).split(image)
+    budgeted = bool(args.budget_symbols or args.cbr)
+    if budgeted and (args.mode == "analog" or args.key_quality is not None):
+        raise ValueError("--budget-symbols/--cbr plan the key quality and MCS themselves: "
+                         "not with --mode analog or --key-quality")
     if args.mode == "analog":
         return cmd_loopback_analog(args, image, image_path, key_mask, out)
     if args.frames < 1:
@@ -94,7 +109,8 @@ def cmd_loopback(args) -> int:
     link = LinkConfig(snr_db=args.snr_db, modulation=modulation, fec_code=fec,
                       samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
                       timing_offset=args.timing_offset, noise_seed=args.seed,
-                      protected_mcs=args.protected_mcs or "", key_mcs=args.key_mcs or "", adapt=args.adapt)
+                      protected_mcs=args.protected_mcs or "", key_mcs=args.key_mcs or "", adapt=args.adapt,
+                      budget_symbols=args.budget_symbols or 0, cbr=float(args.cbr or 0), plan_snr_db=args.plan_snr_db)
     config = _pipeline_config(args)
     results = run_loopback_frames([image] * args.frames, link, config, key_mask=key_mask,
                                   output_path=str(out / "reconstruction.png"))
@@ -116,12 +132,15 @@ def cmd_loopback(args) -> int:
         "rx": result.rx_stats,
         "elapsed_s": round(result.elapsed_s, 3),
     }
+    if result.plan is not None:
+        metrics["plan"] = result.plan
     if args.frames > 1:     # the last image is the one reported above; this is how each went
         metrics["frames"] = [
             {"protected_mcs": r.protected_mcs or mcs_name(modulation, fec),
              "key_mcs": r.key_mcs or mcs_name(modulation, fec),
              "snr_estimate_db": None if r.snr_estimate_db is None else round(r.snr_estimate_db, 2),
              "received": r.reconstruction is not None, "channel_symbols": r.channel_symbols,
+             **({"plan": r.plan} if r.plan is not None else {}),
              "key_psnr_db": None if r.reconstruction is None else
              round(quality_report(image, r.reconstruction.image, r.encoded.key_mask).get("key_psnr_db", 0.0), 3)}
             for r in results]
@@ -177,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--adapt", action="store_true",
                       help="each image's MCS pair from the receiver's SNR estimates of the PDUs before it "
                            "(docs/evaluation.md, 'without a budget'); use with --frames")
+    budget = loop.add_mutually_exclusive_group()
+    budget.add_argument("--budget-symbols", type=int, help="channel symbols per image: semantic_tx plans key quality, "
+                        "key region and MCS pair to fit, as ours-adapt in semcom eval (metrics.json: 'plan')")
+    budget.add_argument("--cbr", type=_ratio, help="the budget as symbols per 3 H W, e.g. 1/24 (semcom eval's CBR)")
+    loop.add_argument("--plan-snr-db", type=float,
+                      help="the SNR a budget is planned for (default: --snr-db; with --adapt, the estimates once known)")
     loop.add_argument("--frames", type=int, default=1,
                       help="send the image this many times through one flowgraph (metrics.json: 'frames')")
     loop.add_argument("--sps", type=int, choices=sorted(MARK_DELAY_SYMBOLS), default=2, help="samples per symbol")

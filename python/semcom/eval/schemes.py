@@ -68,6 +68,7 @@ class Payload:
     rate: dict[str, Any] = field(default_factory=dict)
     state: Any = None           # whatever ``reconstruct`` needs
     pdu_mcs: list[str] | None = None    # each PDU's own MCS (a scheme that adapts to the SNR); None: the sweep's
+    encoded: Any = None         # the semantic schemes' chosen frame (semcom.codec.pipeline.Encoded)
 
     @property
     def bytes(self) -> int:
@@ -619,7 +620,7 @@ class OursAdaptScheme(SemcomScheme):
             if key_mask.any() else None            # nothing to score: rank by usable bytes
         text_only = plan_protected_only(text_only_pdus(self, image), snr_db, budget_symbols, per_table,
                                         quality=plain)
-        for mask, fraction in self._key_regions(image, key_mask):
+        for tries, (mask, fraction) in enumerate(self._key_regions(image, key_mask)):
             def frame_at(level, mask=mask, fraction=fraction):
                 return self._level_pdus(image, mask, fraction, level, max_quality)
 
@@ -630,8 +631,9 @@ class OursAdaptScheme(SemcomScheme):
                     break
                 quality = plan.level if max_quality else 0
                 encoded = self._pdus(image, mask, quality or None, fraction)[0]
-                return _planned_payload(plan, image, quality, round(float(encoded.key_mask.mean()), 4))
-        return _planned_payload(text_only, image, 0, 0.0)
+                return _planned_payload(plan, image, quality, encoded, "shrunk" if tries else "whole")
+        return _planned_payload(text_only, image, 0, self._pdus(image, np.zeros(image.shape[:2], bool), None, 0.0)[0],
+                                "dropped" if key_mask.any() else "none")
 
     def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
         return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
@@ -677,9 +679,12 @@ class _SketchlessAdaptFrames(OursAdaptScheme):
 NOTHING_FITS = "none"       # ours-adapt's plan when not even header and text fit the budget
 
 
-def _planned_payload(plan, image: np.ndarray, quality: int, key_fraction: float) -> Payload:
+def _planned_payload(plan, image: np.ndarray, quality: int, encoded, key_region: str) -> Payload:
+    """``key_region``: the key region as planned, "whole", "shrunk" (splitter re-run smaller), "dropped" (text
+    only) or "none" (the mask was empty)."""
     if plan is None:
-        return Payload([], 0, {"quality": 0, "key_fraction": 0.0, "mcs": NOTHING_FITS, "value": float("-inf")},
-                       image, [])
-    rate = {"quality": quality, "key_fraction": key_fraction, "mcs": plan.summary(), "value": plan.value}
-    return Payload(plan.pdus, plan.symbols, rate, image, [m.name for m in plan.mcs])
+        return Payload([], 0, {"quality": 0, "key_fraction": 0.0, "mcs": NOTHING_FITS, "value": float("-inf"),
+                               "key_region": "dropped"}, image, [])
+    rate = {"quality": quality, "key_fraction": round(float(encoded.key_mask.mean()), 4), "mcs": plan.summary(),
+            "value": plan.value, "key_region": key_region}
+    return Payload(plan.pdus, plan.symbols, rate, image, [m.name for m in plan.mcs], encoded)

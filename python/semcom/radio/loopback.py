@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from gnuradio import gr
 
-from semcom.codec.frame import Segment, parse_pdu
 from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
@@ -34,6 +33,9 @@ class LinkConfig(PhyConfig):
     protected_mcs: str = ""     # header, text and sketch PDUs on this MCS (semantic_tx); "": modulation/fec_code
     key_mcs: str = ""           # key-tile PDUs on this MCS; "": modulation/fec_code
     adapt: bool = False         # each image's MCS pair from the receiver's SNR estimates (semantic_tx adapt)
+    budget_symbols: int = 0     # channel symbols per image, planned by semantic_tx (0: no budget)
+    cbr: float = 0.0            # or the budget as symbols per 3 H W
+    plan_snr_db: float | None = None    # the SNR a budget is planned for (None: snr_db; adapt: the estimates)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +50,8 @@ class loopback_flowgraph(gr.top_block):
             raise ValueError(f"pipeline PDUs of {config.pdu_bytes} bytes exceed the link's {link.mtu_bytes}-byte MTU")
         self.link = link
         self.tx = semantic_tx(config=config, protected_mcs=link.protected_mcs, key_mcs=link.key_mcs,
-                              adapt=link.adapt)
+                              adapt=link.adapt, budget_symbols=link.budget_symbols, cbr=link.cbr,
+                              plan_snr_db=link.snr_db if link.plan_snr_db is None else link.plan_snr_db)
         self.modulator, self.channel, self.demodulator = phy_chain(link, link.snr_db, link.noise_seed)
         self.rx = semantic_rx(output_path=output_path, config=config, timeout_s=rx_timeout_s)
         self.msg_connect((self.tx, "pdus"), (self.modulator, "in"))
@@ -70,6 +73,7 @@ class LoopbackResult:
     protected_mcs: str = ""        # the MCS of header, text and sketch ("": the link's modulation/fec_code)
     key_mcs: str = ""              # the MCS of the key tiles
     snr_estimate_db: float | None = None   # the estimate the MCS pair was chosen for (adapt), else None
+    plan: dict | None = None       # with a budget: what the planner chose (semantic_tx.budget_plan_report)
 
 
 def run_loopback(image: np.ndarray, link: LinkConfig | None = None, config: PipelineConfig | None = None,
@@ -121,18 +125,16 @@ def send_image(tb: loopback_flowgraph, image: np.ndarray, link: LinkConfig, conf
         tb.rx.wait_for_images(images_before + 1, timeout_s=0.1)
     if tb.tx.images_sent == sent_before:
         raise ValueError(tb.tx.last_error or "the transmitter sent nothing")
-    encoded = tb.tx.last_encoded
-    image_id, protected, key, estimate = tb.tx.recent_mcs[-1]
-    pdus = encoded.to_pdus(config.pdu_bytes)
-    recon = next((r for i, r in reversed(tb.rx.reconstructions) if i == image_id), None)
-    symbols = channel_symbols(pdus, [_mcs_of(p, protected, key, link) for p in pdus])
+    sent = tb.tx.recent_frames[-1]
+    recon = next((r for i, r in reversed(tb.rx.reconstructions) if i == sent.image_id), None)
+    symbols = channel_symbols(list(sent.pdus), [_mcs_named(name, link) for name in sent.pdu_mcs])
     stats = {k: v - stats_before.get(k, 0) if isinstance(v, (int, float)) else v for k, v in tb.rx.stats.items()}
-    return LoopbackResult(encoded, recon, len(pdus), sum(map(len, pdus)), symbols, stats,
-                          time.monotonic() - started, protected, key, estimate)
+    return LoopbackResult(sent.encoded, recon, len(sent.pdus), sum(map(len, sent.pdus)), symbols, stats,
+                          time.monotonic() - started, sent.protected_mcs, sent.key_mcs, sent.snr_estimate_db,
+                          sent.plan)
 
 
-def _mcs_of(pdu: bytes, protected: str, key: str, link: LinkConfig) -> Mcs:
-    """The MCS a PDU of the frame went out on: its segment's, else the link's configured one."""
-    name = key if parse_pdu(pdu).segment == Segment.KEY else protected
+def _mcs_named(name: str, link: LinkConfig) -> Mcs:
+    """The MCS a PDU went out on: the one named in its metadata, else the link's configured one."""
     return mcs_by_name(name) if name else Mcs(packet.mcs_name(link.modulation, link.fec_code),
                                               link.modulation, link.fec_code)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pmt
@@ -29,6 +31,30 @@ def load_config(config: PipelineConfig | str | Path | None) -> PipelineConfig:
     return PipelineConfig.from_file(config) if config else PipelineConfig()
 
 
+@dataclass(frozen=True)
+class SentFrame:
+    """One image as semantic_tx sent it: each PDU's MCS ("" = packet_tx's configured one) and why."""
+
+    image_id: int
+    encoded: Encoded
+    pdus: tuple[bytes, ...]
+    pdu_mcs: tuple[str, ...]
+    protected_mcs: str          # the header's MCS
+    key_mcs: str                # the first key tile's ("" also when no tile was sent)
+    snr_estimate_db: float | None   # the estimate the MCS followed; None: the configured pair
+    plan: dict[str, Any] | None = None  # budget mode: the planner's choice (budget_plan_report)
+
+
+def budget_plan_report(rate: dict[str, Any], budget_symbols: int, symbols: int, planned_snr_db: float,
+                       key_mask: np.ndarray) -> dict[str, Any]:
+    """What the budget planner chose for one image, and how far it shrank the key region: ``key_region`` is
+    "whole", "shrunk" (to ``key_fraction`` of the pixels, from ``mask_key_fraction``), "dropped" (text only)
+    or "none" (an empty mask)."""
+    return {"budget_symbols": budget_symbols, "symbols": symbols, "planned_snr_db": round(planned_snr_db, 2),
+            "plan": rate["mcs"], "key_quality": rate["quality"], "key_region": rate["key_region"],
+            "key_fraction": rate["key_fraction"], "mask_key_fraction": round(float(key_mask.mean()), 4)}
+
+
 class semantic_tx(gr.basic_block):
     """Encodes images into semcom PDUs.
 
@@ -48,29 +74,46 @@ class semantic_tx(gr.basic_block):
     ``adapt`` on, every new image takes the pair ``link_adaptation.segment_mcs_for_snr`` picks for the median
     of the last ``SNR_WINDOW`` estimates on message port ``snr`` (a number in dB, or a PDU whose metadata
     has ``snr_db``: connect a receiver's PDU output); until an estimate arrives, the configured pair.
+
+    A symbol budget: with ``budget_symbols`` (complex channel symbols per image) or ``cbr`` (symbols per
+    3 H W, the eval's convention) set, each image is planned as ``semcom eval``'s ``ours-adapt`` plans it
+    (``eval.schemes.OursAdaptScheme``): the key quality and MCS pair with the best expected key-region
+    SSIM that fits, the key region shrunk or dropped (text only) when quality 1 does not fit. It plans
+    for the SNR estimate with ``adapt``, else for ``plan_snr_db``. When not even header and text fit,
+    the image is not sent: a counted error. ``recent_frames[-1].plan`` reports the choice.
     """
 
     SNR_WINDOW = 16     # estimates kept; their median steers the next image (one PDU's estimate is +-1.5 dB)
-    RECENT_IMAGES = 16  # images whose MCS choice is kept in ``recent_mcs``
+    RECENT_IMAGES = 16  # images kept in ``recent_frames``
 
     def __init__(self, image_path: str = "", config: PipelineConfig | str | None = None,
                  key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
                  worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S, worker_keys: str = "",
-                 protected_mcs: str = "", key_mcs: str = "", adapt: bool = False):
+                 protected_mcs: str = "", key_mcs: str = "", adapt: bool = False,
+                 budget_symbols: int = 0, cbr: float = 0.0, plan_snr_db: float | None = None):
         gr.basic_block.__init__(self, name="semantic_tx", in_sig=None, out_sig=None)
+        if budget_symbols < 0 or cbr < 0 or (budget_symbols and cbr):
+            raise ValueError("give a symbol budget as budget_symbols or as cbr, not both, and not negative")
+        self.budget_symbols, self.cbr = int(budget_symbols), float(cbr)
+        self.plan_snr_db = plan_snr_db
+        planning = bool(self.budget_symbols or self.cbr)
+        if planning and endpoint:
+            raise ValueError("a symbol budget is planned in-process (it encodes each image at several key "
+                             "qualities): use it without endpoint")
+        if planning and plan_snr_db is None and not adapt:
+            raise ValueError("a symbol budget needs plan_snr_db (or adapt) to know the SNR it plans for")
         self.protected_mcs: Mcs | None = mcs_by_name(protected_mcs) if protected_mcs else None
         self.key_mcs: Mcs | None = mcs_by_name(key_mcs) if key_mcs else None
         self.adapt = adapt
         self._per_table = None
-        if adapt:
+        if adapt or planning:
             from semcom.eval.channel import shipped_per_table   # the PER table the rule reads (fails if stale)
 
             self._per_table = shipped_per_table()
         self.snr_estimates: list[float] = []
         self.snr_messages_ignored = 0
-        # the last RECENT_IMAGES images sent (bounded: a flowgraph may run for days): (image_id, protected
-        # MCS, key MCS, the SNR estimate they were chosen for or None)
-        self.recent_mcs: deque[tuple[int, str, str, float | None]] = deque(maxlen=self.RECENT_IMAGES)
+        # the last RECENT_IMAGES images sent (bounded: a flowgraph may run for days)
+        self.recent_frames: deque[SentFrame] = deque(maxlen=self.RECENT_IMAGES)
         self.log = gr.logger("semcom.semantic_tx")
         self.image_path = image_path
         self.mask_splitter = registry.create("regions", "mask", mask=key_mask_path) if key_mask_path else None
@@ -79,14 +122,14 @@ class semantic_tx(gr.basic_block):
         self.worker_timeout_s = worker_timeout_s
         self.worker_keys = worker_keys          # client keys directory for a worker run with --keys (docs/ota.md)
         # Remote: the client is built on the worker thread that uses it (a ZeroMQ socket stays in one thread).
-        self.encoder = None if endpoint else SemanticEncoder(self.config)
+        self.encoder = None if endpoint or planning else SemanticEncoder(self.config)
+        self._planner = None        # eval.schemes.OursAdaptScheme, built with the first budgeted image
         self.worker_timeouts = 0
         self.next_image_id = first_image_id & 0xFFFF
         self.images_sent = 0
         self.pdus_sent = 0
         self.errors = 0
         self.last_error = ""
-        self.last_encoded: Encoded | None = None
         self.idle = threading.Event()
         self.idle.set()
         self._pending = 0
@@ -161,10 +204,12 @@ class semantic_tx(gr.basic_block):
             if key_mask is None and self.mask_splitter is not None:
                 key_mask = self.mask_splitter.split(image)
             image_id = self.next_image_id
-            if self.encoder is None:
-                self.encoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config, keys=self.worker_keys)
-            encoded = self.encoder.encode(image, image_id=image_id, key_mask=key_mask)
-            pdus = encoded.to_pdus(self.config.pdu_bytes)
+            if self.budget_symbols or self.cbr:
+                sent = self._planned_frame(image, image_id, key_mask)
+            else:
+                if self.encoder is None:
+                    self.encoder = WorkerClient(self.endpoint, self.worker_timeout_s, self.config, keys=self.worker_keys)
+                sent = self._frame_on_segment_mcs(image_id, self.encoder.encode(image, image_id=image_id, key_mask=key_mask))
         except WorkerTimeout as exc:
             self.worker_timeouts += 1
             self._report_error(str(exc))
@@ -174,26 +219,57 @@ class semantic_tx(gr.basic_block):
             self._report_error(f"encoding failed: {exc!r}")
         else:
             self.next_image_id = (image_id + 1) & 0xFFFF
-            self.last_encoded = encoded
-            protected, key, estimate = self.segment_mcs()
-            self.recent_mcs.append((image_id, protected.name if protected else "", key.name if key else "", estimate))
-            for pdu in pdus:
-                meta = {"image_id": image_id}
-                mcs = key if parse_pdu(pdu).segment == Segment.KEY else protected
-                if mcs is not None:
-                    meta[MCS_KEY] = mcs.name
+            self.recent_frames.append(sent)
+            for pdu, mcs in zip(sent.pdus, sent.pdu_mcs):
+                meta = {"image_id": image_id, **({MCS_KEY: mcs} if mcs else {})}
                 self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, meta))
                 self.pdus_sent += 1
             self.images_sent += 1
             self.message_port_pub(pmt.intern("info"), pmt.to_pmt({
-                "image_id": image_id, "n_pdus": len(pdus), "frame_bytes": sum(map(len, pdus)),
-                "description": encoded.description,
-                "protected_mcs": protected.name if protected else "", "key_mcs": key.name if key else ""}))
+                "image_id": image_id, "n_pdus": len(sent.pdus), "frame_bytes": sum(map(len, sent.pdus)),
+                "description": sent.encoded.description,
+                "protected_mcs": sent.protected_mcs, "key_mcs": sent.key_mcs, **(sent.plan or {})}))
         finally:
             with self._lock:
                 self._pending -= 1
                 if self._pending == 0:
                     self.idle.set()
+
+    def _frame_on_segment_mcs(self, image_id: int, encoded: Encoded) -> SentFrame:
+        """The whole frame, each PDU on its segment's MCS (adaptive or configured)."""
+        protected, key, estimate = self.segment_mcs()
+        protected_name, key_name = (protected.name if protected else ""), (key.name if key else "")
+        pdus = encoded.to_pdus(self.config.pdu_bytes)
+        pdu_mcs = [key_name if parse_pdu(p).segment == Segment.KEY else protected_name for p in pdus]
+        return SentFrame(image_id, encoded, tuple(pdus), tuple(pdu_mcs), protected_name, key_name, estimate)
+
+    def _planned_frame(self, image: np.ndarray, image_id: int, key_mask: np.ndarray | None) -> SentFrame:
+        """The frame the budget planner picks for ``image`` (ValueError when nothing fits the budget)."""
+        from semcom.eval.schemes import NOTHING_FITS, OursAdaptScheme
+        from semcom.eval.sweep import budget_symbols as symbols_for_cbr
+
+        if self._planner is None:
+            self._planner = OursAdaptScheme(self.config)
+        if key_mask is None:
+            key_mask = self._planner.encoder.splitter.split(image)
+        estimate = self.snr_estimate_db() if self.adapt else None
+        snr_db = estimate if estimate is not None else self.plan_snr_db
+        if snr_db is None:
+            raise ValueError("no SNR estimate yet and no plan_snr_db to plan the budget for")
+        budget = self.budget_symbols or symbols_for_cbr(self.cbr, *image.shape[:2])
+        payload = self._planner.prepare_at_snr(image, key_mask, budget, snr_db, self._per_table)
+        if payload.rate["mcs"] == NOTHING_FITS:
+            raise ValueError(f"image {image_id} not sent: not even its header and text fit {budget} symbols "
+                             f"at {snr_db:.1f} dB")
+        encoded = replace(payload.encoded, frame=replace(payload.encoded.frame, image_id=image_id))
+        pdus = encoded.to_pdus(self.config.pdu_bytes)
+        if list(map(len, pdus)) != list(map(len, payload.pdus)):
+            raise RuntimeError("the planned frame changed size when given its image id")
+        segments = [parse_pdu(p).segment for p in pdus]
+        key_name = next((m for m, seg in zip(payload.pdu_mcs, segments) if seg == Segment.KEY), "")
+        plan = budget_plan_report(payload.rate, budget, payload.channel_symbols, snr_db, key_mask)
+        return SentFrame(image_id, encoded, tuple(pdus), tuple(payload.pdu_mcs), payload.pdu_mcs[0], key_name,
+                         estimate, plan)
 
     def _report_error(self, text: str) -> None:
         self.errors += 1
