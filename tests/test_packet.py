@@ -21,9 +21,21 @@ def _random_pdus(count, seed, max_len=1200):
 
 
 def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, channel_seed=7):
-    """Run the loopback until all PDUs arrived, the flowgraph has been idle for ``idle_s`` (no sample
-    sent or received, no new header, decoded payload or PDU: a busy machine slows it down but does
-    not end it early) or the timeout; returns (received, rx)."""
+    """``pdus`` through one MCS; (received payloads, rx) as for ``_link``."""
+    received, _, rx = _link(pdus, modulation, fec_code, snr_db, timeout_s, idle_s, channel_seed)
+    return [payload for _, payload in received], rx
+
+
+def _mixed_loopback(pdus, mcs, snr_db=25, channel_seed=3, timeout_s=60):
+    """``pdus[i]`` on MCS ``mcs[i]`` (None: no MCS metadata, packet_tx's qpsk/cc) through one receiver."""
+    messages = [to_pdu(p, {} if m is None else {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)]
+    return _link(messages, "qpsk", "cc", snr_db, timeout_s, 2.0, channel_seed)
+
+
+def _link(pdus, modulation, fec_code, snr_db, timeout_s, idle_s, channel_seed):
+    """packet_tx -> channel -> packet_rx until all PDUs arrived, the flowgraph has been idle for ``idle_s``
+    (no sample sent or received, no new header, decoded payload or PDU: a busy machine slows it down but
+    does not end it early) or the timeout; returns ([(meta, payload)], tx, rx)."""
     tb = gr.top_block()
     source = pdu_list_source(pdus)
     tx = packet.packet_tx(modulation, fec_code, SPS)
@@ -47,10 +59,9 @@ def _loopback(pdus, modulation, fec_code, snr_db, timeout_s=20, idle_s=2.0, chan
         time.sleep(0.05)
     tb.stop()
     tb.wait()
-    received = [bytes(pmt.u8vector_elements(pmt.cdr(sink.get_message(i))))
-                for i in range(sink.num_messages())]
+    received = [from_pdu(sink.get_message(i)) for i in range(sink.num_messages())]
     release(tb, tx, rx)      # else the buffers (shared memory) outlive the run
-    return received, rx
+    return received, tx, rx
 
 
 SEEDS = range(5)
@@ -177,35 +188,6 @@ def test_header_fields_name_every_mode_and_the_guard_decodes_them():
     assert bpsk_guard.accepted == len(packet.FEC_CODES) and bpsk_guard.unknown_mcs == 0
     code = packet.PHY_MODES.index(("bpsk", "cc14"))
     assert packet.header_bytes(5, "bpsk", "cc14")[8:] == bytes([code << 3, 5]) * 2     # the field, twice
-
-
-def _mixed_loopback(pdus, mcs, snr_db=25, channel_seed=3, timeout_s=60):
-    """``pdus[i]`` on MCS ``mcs[i]`` (None: no MCS metadata) through one packet_tx -> channel -> one packet_rx; ([(meta, payload)], rx)."""
-    tb = gr.top_block()
-    source = pdu_list_source([to_pdu(p, {} if m is None else {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs)])
-    tx, rx = packet.packet_tx("qpsk", "cc", SPS), packet.packet_rx("qpsk", "cc", SPS)
-    channel = channels.channel_model(packet.noise_voltage_for_snr(snr_db, "qpsk", SPS), FREQ_OFFSET,
-                                     TIMING_OFFSET, [1.0], channel_seed)
-    sink = blocks.message_debug()
-    tb.msg_connect(source, "out", tx, "in")
-    tb.connect(tx, channel, rx)
-    tb.msg_connect(rx, "out", sink, "store")
-    tb.start()
-    start = last_change = time.time()
-    state = None
-    while sink.num_messages() < len(pdus) and time.time() - start < timeout_s:
-        new_state = (sink.num_messages(), rx.headers_detected(), tx.burst_length.nitems_written(0),
-                     rx.correlator.nitems_read(0))
-        if new_state != state:
-            state, last_change = new_state, time.time()
-        elif time.time() - last_change > 2.0:
-            break
-        time.sleep(0.05)
-    tb.stop()
-    tb.wait()
-    received = [from_pdu(sink.get_message(i)) for i in range(sink.num_messages())]
-    release(tb, tx, rx)
-    return received, tx, rx
 
 
 def test_mixed_mcs_pdus_through_one_receiver_arrive_bit_exact_with_their_mcs():
