@@ -61,19 +61,25 @@ class _pdu_tap(gr.basic_block):
         self.seen.append(from_pdu(msg))
 
 
-@pytest.mark.slow
-def test_mixed_mcs_frame_goes_through_one_flowgraph_each_pdu_on_its_segments_mcs(chelsea):
-    link = LinkConfig(snr_db=20, protected_mcs="bpsk-r12", key_mcs="16qam-r12")
+def _send_tapped(link: LinkConfig, image: np.ndarray):
+    """One image through the loopback with a tap on the demodulator: (result, tap, flowgraph)."""
     tb = loopback_flowgraph(link, _config())
     tap = _pdu_tap()
     tb.msg_connect((tb.demodulator, "out"), (tap, "in"))
     tb.start()
     try:
-        result = send_image(tb, chelsea, link, _config(), None, timeout_s=120)
+        result = send_image(tb, image, link, _config(), None, timeout_s=120)
     finally:
         tb.stop()
         tb.wait()
         release(tb)
+    return result, tap, tb
+
+
+@pytest.mark.slow
+def test_mixed_mcs_frame_goes_through_one_flowgraph_each_pdu_on_its_segments_mcs(chelsea):
+    link = LinkConfig(snr_db=20, protected_mcs="bpsk-r12", key_mcs="16qam-r12")
+    result, tap, tb = _send_tapped(link, chelsea)
     assert result.reconstruction is not None and result.reconstruction.generated_share == 0
     assert psnr_db(chelsea, result.reconstruction.image, result.encoded.key_mask) > 30
     segments = {parse_pdu(payload).segment: meta["mcs"] for meta, payload in tap.seen}
@@ -239,16 +245,7 @@ def test_budget_options_that_cannot_work_are_refused_when_the_block_is_built():
 @pytest.mark.slow
 def test_budgeted_loopback_sends_each_pdu_on_its_planned_mcs_within_the_budget(crop):
     link = LinkConfig(snr_db=PLAN_SNR_DB, cbr=1 / 12)
-    tb = loopback_flowgraph(link, _config())
-    tap = _pdu_tap()
-    tb.msg_connect((tb.demodulator, "out"), (tap, "in"))
-    tb.start()
-    try:
-        result = send_image(tb, crop, link, _config(), None, timeout_s=120)
-    finally:
-        tb.stop()
-        tb.wait()
-        release(tb)
+    result, tap, tb = _send_tapped(link, crop)
     sent = tb.tx.recent_frames[-1]
     assert result.plan == sent.plan and result.channel_symbols == sent.plan["symbols"] <= sent.plan["budget_symbols"]
     planned = dict(zip(sent.pdus, sent.pdu_mcs))
