@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -97,3 +98,50 @@ def test_default_stream_carries_the_bursts_whole_between_zeros():
     np.testing.assert_array_equal(out[start:start + len(samples)], samples)
     assert len(nonzero) == len(samples)
     assert to_stream.bursts_out == len(BURST_LENGTHS)
+
+
+def test_two_transmitters_share_one_stream_whole_bursts_and_no_fill():
+    """bursts_to_stream(n_inputs=2, zero_fill=False), as the hybrid mode joins packet_tx and analog_tx:
+    every burst of both inputs comes out whole and back to back, nothing else in between."""
+    first, tags = tagged_bursts(np.random.default_rng(7))
+    second = -first[::-1].copy()       # other values, the same burst lengths in reverse order
+    second_tags = []
+    offset = 0
+    for n in BURST_LENGTHS[::-1]:
+        tag = gr.tag_t()
+        tag.offset, tag.key, tag.value = offset, pmt.intern(LENGTH_TAG), pmt.from_long(n)
+        second_tags.append(tag)
+        offset += n
+    tb = gr.top_block()
+    to_stream = bursts_to_stream(n_inputs=2, zero_fill=False)
+    sink = blocks.vector_sink_c()
+    tb.connect(blocks.vector_source_c(first.tolist(), False, 1, tags), (to_stream, 0))
+    tb.connect(blocks.vector_source_c(second.tolist(), False, 1, second_tags), (to_stream, 1))
+    tb.connect(to_stream, sink)
+    tb.start()       # a source that waits for bursts never ends by itself: stop it once all are out
+    deadline = time.monotonic() + 10
+    while to_stream.bursts_out < 2 * len(BURST_LENGTHS) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # anything sent after the last burst would show up as extra samples
+    tb.stop()
+    tb.wait()
+    out = np.asarray(sink.data(), np.complex64)
+    bursts = {}
+    for samples, lengths in ((first, BURST_LENGTHS), (second, BURST_LENGTHS[::-1])):
+        for start, n in zip(np.cumsum((0,) + lengths[:-1]), lengths):
+            bursts[samples[start].tobytes()] = samples[start:start + n]
+    position, seen = 0, 0
+    while position < len(out):
+        burst = bursts.pop(out[position].tobytes())     # KeyError: a burst cut or interleaved
+        np.testing.assert_array_equal(out[position:position + len(burst)], burst)
+        position += len(burst)
+        seen += 1
+    assert seen == 2 * len(BURST_LENGTHS) and not bursts
+    assert to_stream.bursts_in == 2 * len(BURST_LENGTHS)
+
+
+def test_bursts_to_stream_needs_an_input():
+    import pytest
+
+    with pytest.raises(ValueError, match="at least one"):
+        bursts_to_stream(n_inputs=0)

@@ -1,4 +1,4 @@
-"""bursts_to_stream: packet bursts in, a continuous sample stream out (zeros between bursts)."""
+"""bursts_to_stream: packet bursts in (from one or more transmitters), one sample stream out."""
 
 from __future__ import annotations
 
@@ -56,12 +56,14 @@ class _burst_collector(gr.sync_block):
 
 
 class _zero_fill_source(gr.sync_block):
-    """Stream source: the queued bursts, back to back, and zeros whenever the queue is empty."""
+    """Stream source: the queued bursts, back to back, and zeros whenever the queue is empty
+    (``zero_fill``), or nothing until the next burst (it polls the queue every ``WAIT_POLL_S``)."""
 
-    def __init__(self, bursts: deque, wait_for_first_burst: bool):
+    def __init__(self, bursts: deque, wait_for_first_burst: bool, zero_fill: bool = True):
         gr.sync_block.__init__(self, name="semcom_zero_fill_source", in_sig=None, out_sig=[np.complex64])
         self._bursts = bursts
         self._waiting = wait_for_first_burst
+        self._zero_fill = zero_fill
         self._current = np.zeros(0, np.complex64)
         self._current_is_burst = False
         self.zeros_out = 0
@@ -70,6 +72,9 @@ class _zero_fill_source(gr.sync_block):
 
     def work(self, input_items, output_items):
         out = output_items[0]
+        if not self._zero_fill and not len(self._current) and not self._bursts:
+            time.sleep(WAIT_POLL_S)
+            return 0
         if self._waiting:
             if not self._bursts:
                 time.sleep(WAIT_POLL_S)
@@ -91,6 +96,8 @@ class _zero_fill_source(gr.sync_block):
                 self._current_is_burst = False
                 self.bursts_out += 1
                 self.last_burst_end = self.nitems_written(0) + n
+        if n < len(out) and not self._zero_fill:
+            return n
         if n < len(out):
             out[n:] = 0
             self.zeros_out += len(out) - n
@@ -109,20 +116,32 @@ class bursts_to_stream(gr.hier_block2):
     ``wait_for_first_burst`` holds the stream back until the first burst is complete, then opens it with
     ``LEAD_IN_SAMPLES`` of silence. A recording of fixed length then counts from the image, not from
     the start of a flowgraph whose encoder may take seconds (more on a loaded machine).
+
+    ``n_inputs`` transmitters (e.g. packet_tx and analog_tx of a hybrid frame) share the one output:
+    each input's bursts are queued whole, so bursts of different inputs never overlap, and they go
+    out in the order they were completed. ``zero_fill=False`` sends the bursts back to back with no
+    silence between them and nothing while none waits: a simulated channel then sees what
+    ``packet_tx`` alone gives it, and a loopback does not spend its CPU on noise. Such a stream
+    does not end by itself (a downstream ``head`` is not noticed while no burst waits): stop the
+    flowgraph with ``stop()`` once the receiver has what it needs.
     """
 
-    def __init__(self, wait_for_first_burst: bool = False):
-        gr.hier_block2.__init__(self, "semcom_bursts_to_stream", gr.io_signature(1, 1, gr.sizeof_gr_complex),
+    def __init__(self, wait_for_first_burst: bool = False, n_inputs: int = 1, zero_fill: bool = True):
+        if n_inputs < 1:
+            raise ValueError(f"n_inputs {n_inputs}: at least one transmitter")
+        gr.hier_block2.__init__(self, "semcom_bursts_to_stream",
+                                gr.io_signature(n_inputs, n_inputs, gr.sizeof_gr_complex),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self._bursts: deque[np.ndarray] = deque()
-        self.collector = _burst_collector(self._bursts)
-        self.source = _zero_fill_source(self._bursts, wait_for_first_burst)
-        self.connect(self, self.collector)
+        self.collectors = [_burst_collector(self._bursts) for _ in range(n_inputs)]
+        self.source = _zero_fill_source(self._bursts, wait_for_first_burst, zero_fill)
+        for port, collector in enumerate(self.collectors):
+            self.connect((self, port), collector)
         self.connect(self.source, self)
 
     @property
     def bursts_in(self) -> int:
-        return self.collector.bursts_in
+        return sum(c.bursts_in for c in self.collectors)
 
     @property
     def bursts_out(self) -> int:
