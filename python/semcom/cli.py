@@ -77,6 +77,37 @@ def cmd_loopback_analog(args, image: np.ndarray, image_path: Path, key_mask, out
     return 0 if recon.tiles_received else 1
 
 
+def cmd_loopback_hybrid(args, image: np.ndarray, image_path: Path, key_mask, out: Path) -> int:
+    """--mode hybrid: header and text as packets, key tiles as DeepJSCC symbols, one flowgraph (semcom.radio.hybrid)."""
+    from semcom.eval.metrics import quality_report
+    from semcom.eval.sweep import budget_symbols as symbols_for_cbr
+    from semcom.radio.hybrid import HybridLinkConfig, run_hybrid_loopback
+
+    budget = args.budget_symbols or (symbols_for_cbr(float(args.cbr), *image.shape[:2]) if args.cbr else 0)
+    link = HybridLinkConfig(snr_db=args.snr_db, protected_mcs=args.protected_mcs or HybridLinkConfig.protected_mcs,
+                            samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
+                            timing_offset=args.timing_offset, noise_seed=args.seed, budget_symbols=budget)
+    result = run_hybrid_loopback(image, link, _pipeline_config(args), key_mask=key_mask)
+    recon = result.reconstruction
+    metrics = {"image": str(image_path), "mode": "hybrid", "link": link.to_dict(), "received": recon is not None,
+               "description": result.plan.description, "hybrid": result.report(), "rx": result.rx_counts,
+               "elapsed_s": round(result.elapsed_s, 3)}
+    if recon is not None:
+        quality = quality_report(image, recon.image, recon.key_mask)
+        metrics["quality"] = {k: round(v, 4) for k, v in quality.items()}
+        metrics["tiles"] = {"expected": recon.tiles_expected, "received": recon.tiles_received}
+        metrics["text_lost"] = recon.text_lost
+        metrics["generated_key_share"] = round(recon.generated_share, 4)
+        save_png(recon.image, out / "reconstruction.png")
+        save_png(side_by_side(image, recon.key_mask, recon.image), out / "side_by_side.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {out}/metrics.json" + (", reconstruction.png, side_by_side.png" if recon is not None else
+                                          " (no header copy arrived: nothing to draw)"))
+    print(json.dumps({"received": recon is not None, **metrics.get("quality", {}),
+                      "channel_symbols": result.plan.channel_symbols, "copies": result.plan.copies}, indent=2))
+    return 0 if recon is not None else 1
+
+
 def cmd_loopback(args) -> int:
     from semcom.eval.baselines import jpeg_at_key_psnr
     from semcom.eval.metrics import quality_report
@@ -100,8 +131,20 @@ def cmd_loopback(args) -> int:
     if budgeted and (args.mode == "analog" or args.key_quality is not None):
         raise ValueError("--budget-symbols/--cbr plan the key quality and MCS themselves: "
                          "not with --mode analog or --key-quality")
+    if args.mode == "auto":
+        from semcom.eval.channel import shipped_per_table
+        from semcom.radio.hybrid import use_hybrid
+
+        args.mode = "hybrid" if use_hybrid(args.snr_db, shipped_per_table()) else "digital"
+        print(f"--mode auto: {args.mode} at {args.snr_db:g} dB")
     if args.mode == "analog":
         return cmd_loopback_analog(args, image, image_path, key_mask, out)
+    if args.mode == "hybrid":
+        if args.mcs or args.key_mcs or args.adapt or args.frames != 1 or args.key_quality is not None:
+            raise ValueError("--mode hybrid sends one image, header and text on --protected-mcs (default "
+                             "bpsk-r14) and key tiles as DeepJSCC symbols: not with --mcs, --key-mcs, --adapt, "
+                             "--frames or --key-quality")
+        return cmd_loopback_hybrid(args, image, image_path, key_mask, out)
     if args.frames < 1:
         raise ValueError(f"--frames {args.frames}: send at least one")
     modulation, fec = (mcs_by_name(args.mcs).modulation, mcs_by_name(args.mcs).fec_code) if args.mcs \
@@ -185,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--image", help=f"image file (default: bundled {DEFAULT_PHOTO})")
     loop.add_argument("--snr-db", type=float, default=20.0, help="Es/N0 per channel symbol, dB")
     loop.add_argument("--out", default="out/loopback", help="output directory")
-    loop.add_argument("--mode", choices=("digital", "analog"), default="digital",
-                      help="analog: key region as DeepJSCC symbols (modulation/fec ignored)")
+    loop.add_argument("--mode", choices=("digital", "analog", "hybrid", "auto"), default="digital",
+                      help="analog: key region as DeepJSCC symbols, the rest handed over (modulation/fec ignored); "
+                           "hybrid: header and text as packets, key tiles as DeepJSCC symbols, one channel; "
+                           "auto: hybrid below the PER table's digital floor (semcom.radio.hybrid), else digital")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")
     loop.add_argument("--mcs", choices=MCS_NAMES, help="every PDU on this MCS (instead of --modulation/--fec)")

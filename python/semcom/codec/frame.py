@@ -161,8 +161,10 @@ class SemanticFrame:
 
     # --- PDUs ------------------------------------------------------------------------------------
     def to_pdus(self, pdu_bytes: int = DEFAULT_PDU_BYTES, header_repeats: int = HEADER_REPEATS,
-                sketch_repeats: int = SKETCH_REPEATS) -> list[bytes]:
-        """Split into PDUs of at most ``pdu_bytes``; raises TileTooLarge if a tile cannot fit."""
+                sketch_repeats: int = SKETCH_REPEATS, text_repeats: int = 1) -> list[bytes]:
+        """Split into PDUs of at most ``pdu_bytes``; raises TileTooLarge if a tile cannot fit.
+
+        Repeated header, sketch and text PDUs are identical copies; the receiver keeps the first."""
         capacity = pdu_bytes - PDU_HEADER.size
         header = self._header_payload()
         if len(header) > capacity:
@@ -191,7 +193,7 @@ class SemanticFrame:
             pdus += [self._pdu(Segment.SKETCH, 0, 1, self.sketch)] * max(1, sketch_repeats)
         pdus += [self._pdu(Segment.KEY, i, len(key_payloads), p) for i, p in enumerate(key_payloads)]
         if self.text is not None:
-            pdus.append(self._pdu(Segment.TEXT, 0, 1, self.text))
+            pdus += [self._pdu(Segment.TEXT, 0, 1, self.text)] * max(1, text_repeats)
         if len(pdus) > MAX_PDUS_PER_FRAME:
             raise WireError(f"{len(pdus)} PDUs exceed the limit of {MAX_PDUS_PER_FRAME} per frame")
         return pdus

@@ -184,6 +184,17 @@ def blend_alpha(key_mask: np.ndarray, received_area: np.ndarray, radius_px: floa
     return (outward * feather(received_area, radius_px)).astype(np.float32)
 
 
+def key_tile_pixels(image: np.ndarray, frame: SemanticFrame) -> list[np.ndarray]:
+    """The pixels of ``frame``'s key tiles (``key_tile_indices`` order), the background outside the
+    coded mask replaced by ``extend_edges``; edge tiles keep their clipped size."""
+    coded = frame.coded_mask()
+    tiles = []
+    for index in frame.key_tile_indices():
+        y0, x0, y1, x1 = frame.tile_box(index)
+        tiles.append(np.ascontiguousarray(extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])))
+    return tiles
+
+
 class SemanticEncoder:
     """image -> SemanticFrame, using the backends the config names."""
 
@@ -195,8 +206,13 @@ class SemanticEncoder:
         self.describer = registry.create("describe", c.describe, **c.describe_options)
         self.text_codec = registry.create("text", c.text, **c.text_options)
 
-    def encode(self, image: np.ndarray, image_id: int = 0, key_mask: np.ndarray | None = None) -> Encoded:
-        """``key_mask`` (H, W) bool overrides the configured region splitter."""
+    def encode(self, image: np.ndarray, image_id: int = 0, key_mask: np.ndarray | None = None,
+               code_key_tiles: bool = True) -> Encoded:
+        """``key_mask`` (H, W) bool overrides the configured region splitter.
+
+        ``code_key_tiles=False`` leaves the key tiles out of the frame (header, text and sketch only, at
+        the configured ``tile_px``): the hybrid mode sends them as analog symbols beside it.
+        """
         image = check_image(image)
         if key_mask is None:
             key_mask = self.splitter.split(image)
@@ -210,16 +226,14 @@ class SemanticEncoder:
         text = self.text_codec.compress(description)
 
         # Smaller tiles when one coded tile would overflow a PDU (very detailed key regions).
-        choices = [t for t in TILE_PX_CHOICES if t <= self.config.tile_px]
+        choices = [t for t in TILE_PX_CHOICES if t <= self.config.tile_px] if code_key_tiles else [self.config.tile_px]
         for tile_px in choices:
             frame = SemanticFrame(image_id, w, h, tile_px, self.config.mask_block_px,
                                   self.key_codec.codec_id, self.text_codec.codec_id, blocks, text=text)
-            coded = frame.coded_mask()
-            indices = frame.key_tile_indices()
-            tiles, boxes = [], [frame.tile_box(index) for index in indices]
-            for y0, x0, y1, x1 in boxes:
-                tiles.append(np.ascontiguousarray(extend_edges(image[y0:y1, x0:x1], coded[y0:y1, x0:x1])))
-            frame.key_tiles.update(zip(indices, self._encode_tiles(tiles, boxes, image)))
+            if code_key_tiles:
+                indices = frame.key_tile_indices()
+                boxes = [frame.tile_box(index) for index in indices]
+                frame.key_tiles.update(zip(indices, self._encode_tiles(key_tile_pixels(image, frame), boxes, image)))
             try:
                 other_bytes = sum(len(p) for p in frame.to_pdus(self.config.pdu_bytes))
             except TileTooLarge:
@@ -303,7 +317,10 @@ class SemanticDecoder:
                 out.append((index, None))
         return out
 
-    def decode(self, frame: SemanticFrame, seed: int | None = None) -> Reconstruction:
+    def decode(self, frame: SemanticFrame, seed: int | None = None,
+               key_pixels: dict[int, np.ndarray] | None = None) -> Reconstruction:
+        """``key_pixels``: tile index -> decoded (h, w, 3) pixels of key tiles that came outside the
+        frame (the hybrid mode's analog tiles); they count as received tiles."""
         h, w = frame.height, frame.width
         key_mask = frame.key_mask()
         known = np.zeros((h, w, 3), np.uint8)
@@ -321,6 +338,14 @@ class SemanticDecoder:
                 corrupt += 1
                 continue
             known[y0:y1, x0:x1] = pixels
+            received_area[y0:y1, x0:x1] = True
+        outside = {i: p for i, p in (key_pixels or {}).items() if i in expected and i not in frame.key_tiles}
+        for index, pixels in outside.items():
+            y0, x0, y1, x1 = frame.tile_box(index)
+            if pixels.ndim != 3 or pixels.shape[0] < y1 - y0 or pixels.shape[1] < x1 - x0 or pixels.shape[2] != 3:
+                raise ValueError(f"key_pixels[{index}] has shape {pixels.shape}: tile {index} needs at least "
+                                 f"({y1 - y0}, {x1 - x0}, 3)")
+            known[y0:y1, x0:x1] = pixels[:y1 - y0, :x1 - x0]
             received_area[y0:y1, x0:x1] = True
         known = deblock_tile_borders(known, received_area, frame.tile_px)    # no tile grid in the key region
 
@@ -341,6 +366,6 @@ class SemanticDecoder:
         alpha = blend_alpha(key_mask, received_area & frame.coded_mask(), radius_px)
         image = self.generator.generate(description, known, alpha, seed=frame.image_id if seed is None else seed,
                                         sketch=thumbnail)
-        tiles_received = sum(1 for i in expected if i in frame.key_tiles) - corrupt
+        tiles_received = sum(1 for i in expected if i in frame.key_tiles) - corrupt + len(outside)
         return Reconstruction(image, key_mask, received_area & key_mask, len(expected), max(tiles_received, 0), corrupt,
                               description, text_lost, thumbnail is not None, sketch_lost)

@@ -1,0 +1,174 @@
+"""Hybrid digital-analog mode: header and text as packets, key tiles as DeepJSCC symbols, one channel."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from helpers import stepped_per_table
+
+from semcom.cli import main
+from semcom.codec import jscc
+from semcom.codec.frame import FrameAssembler, Segment, parse_pdu
+from semcom.codec.pipeline import PipelineConfig, SemanticDecoder, SemanticEncoder
+from semcom.eval.channel import shipped_per_table
+from semcom.eval.metrics import quality_report
+from semcom.radio import analog
+from semcom.radio.hybrid import (MAX_COPIES, HybridLinkConfig, _copies_within, combine_copies, decode_analog_tiles,
+                                 digital_key_floor_db, plan_hybrid, run_hybrid_loopback, use_hybrid)
+
+BUDGET = 60_000     # channel symbols for chelsea (451x300): header and text, every key frame once, some twice
+
+
+@pytest.fixture(scope="module")
+def model():
+    return jscc.load_model()
+
+
+@pytest.fixture(scope="module")
+def at_0_db(chelsea):
+    return run_hybrid_loopback(chelsea, HybridLinkConfig(snr_db=0.0, noise_seed=3, budget_symbols=BUDGET))
+
+
+@pytest.fixture(scope="module")
+def at_minus_3_db(chelsea):
+    return run_hybrid_loopback(chelsea, HybridLinkConfig(snr_db=-3.0, noise_seed=3, budget_symbols=BUDGET))
+
+
+# --- through the flowgraph --------------------------------------------------------------------------
+
+def test_at_0_db_both_receivers_decode_and_the_image_is_drawn(chelsea, at_0_db):
+    plan, recon = at_0_db.plan, at_0_db.reconstruction
+    assert plan.channel_symbols <= BUDGET
+    assert at_0_db.pdus_received >= 1 and recon is not None
+    assert at_0_db.analog_frames_received == sum(plan.copies) and at_0_db.rx_counts["analog_refused"] == 0
+    assert recon.tiles_received == sum(len(range(i * 4, min(i * 4 + 4, len(plan.tile_indices))))
+                                       for i, n in enumerate(plan.copies) if n)
+    assert recon.image.shape == chelsea.shape
+    quality = quality_report(chelsea, recon.image, recon.key_mask)
+    assert quality["key_ssim"] > 0.45 and quality["key_psnr_db"] > 18.0
+
+
+def test_at_minus_3_db_the_analog_frames_arrive_and_losses_are_counted(at_minus_3_db):
+    sent, counts = sum(at_minus_3_db.plan.copies), at_minus_3_db.rx_counts["analog"]
+    assert at_minus_3_db.analog_frames_received == counts["frames"] >= 0.9 * sent
+    # a frame whose header fails its CRC is counted, not delivered (seed 3 loses one of 11 so at -3 dB)
+    assert counts["frames"] + counts["bad_header"] + counts["truncated"] == sent
+    assert at_minus_3_db.report()["header_received"] == (at_minus_3_db.reconstruction is not None)
+
+
+@pytest.mark.xfail(strict=True, reason="#14 target: at -3 dB packet_rx acquires no bpsk-r14 header (its "
+                                       "burst detection fails below about -1.5 dB), so nothing is drawn")
+def test_at_minus_3_db_the_header_arrives(at_minus_3_db):
+    assert at_minus_3_db.reconstruction is not None
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+
+def test_plan_keeps_to_the_budget_and_spends_spare_symbols_on_copies(chelsea, model):
+    once = plan_hybrid(chelsea, HybridLinkConfig(), model=model)
+    assert once.copies == [1] * len(once.symbol_frames) and once.frame.sketch is not None
+    assert not once.frame.key_tiles         # the key tiles go analog, never as packets
+    big = plan_hybrid(chelsea, HybridLinkConfig(budget_symbols=3 * once.channel_symbols), model=model)
+    assert big.channel_symbols <= 3 * once.channel_symbols and min(big.copies) >= 2
+    assert len(big.bursts()) == sum(big.copies)
+    first_round = [i for i, _ in big.bursts()][:len(big.copies)]
+    assert first_round == list(range(len(big.copies)))      # every frame once before any repeat
+
+
+def test_a_tight_budget_drops_the_sketch_then_the_least_important_frames(chelsea, model):
+    plan = plan_hybrid(chelsea, HybridLinkConfig(budget_symbols=30_000), model=model)
+    assert plan.sketch_dropped and plan.frame.sketch is None
+    assert plan.channel_symbols <= 30_000 and 0 in plan.copies and 1 in plan.copies
+    with pytest.raises(ValueError, match="header and text alone"):
+        plan_hybrid(chelsea, HybridLinkConfig(budget_symbols=5_000), model=model)
+    with pytest.raises(ValueError, match="tile_px"):
+        plan_hybrid(chelsea, HybridLinkConfig(), PipelineConfig(tile_px=32), model=model)
+    with pytest.raises(ValueError, match="copies at least 1"):
+        plan_hybrid(chelsea, HybridLinkConfig(header_copies=0), model=model)
+
+
+def test_copies_go_to_the_most_important_frames_first():
+    assert _copies_within(25, [10, 10, 10], [1.0, 3.0, 2.0]) == [0, 1, 1]
+    assert _copies_within(15, [20, 10], [5.0, 1.0]) == [0, 1]       # a smaller frame still fits
+    assert _copies_within(10_000, [10, 10], [1.0, 1.0]) == [MAX_COPIES, MAX_COPIES]
+    assert _copies_within(0, [10], [1.0]) == [0]
+
+
+def test_the_switch_point_comes_from_the_per_table():
+    assert digital_key_floor_db(shipped_per_table()) == 2.5
+    assert use_hybrid(0.0, shipped_per_table()) and not use_hybrid(5.0, shipped_per_table())
+    # the synthetic table's most robust MCS works from 0 dB (PER 0 from 1 dB, 0.5 for 1000 B at 0 dB)
+    assert digital_key_floor_db(stepped_per_table(2.0)) == 1.0
+
+
+# --- the receiver's parts ------------------------------------------------------------------------------
+
+def test_copies_combine_by_snr_weights():
+    rng = np.random.default_rng(0)
+    clean = np.exp(2j * np.pi * rng.random(20_000)).astype(np.complex64)
+    copies = []
+    for snr_db in (0.0, 0.0, 6.0):
+        noise = (rng.standard_normal(clean.size) + 1j * rng.standard_normal(clean.size)) * math.sqrt(0.5 / 10 ** (snr_db / 10))
+        copies.append(((clean + noise).astype(np.complex64), {"snr_db_est": snr_db}))
+    combined, snr_db = combine_copies(copies)
+    assert snr_db == pytest.approx(10 * math.log10(1 + 1 + 10 ** 0.6))
+    measured = 10 * math.log10(1 / np.mean(np.abs(combined - clean) ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.2)
+
+
+def test_analog_frames_of_another_image_index_or_length_are_refused(chelsea, model):
+    plan = plan_hybrid(chelsea, HybridLinkConfig(snr_db=20.0), model=model)
+    good = plan.symbol_frames[0]
+    received = [(good, {"image_id": 0, "frame_index": 0, "snr_db_est": 20.0}),
+                (good, {"image_id": 7, "frame_index": 0, "snr_db_est": 20.0}),
+                (good, {"image_id": 0, "frame_index": len(plan.symbol_frames), "snr_db_est": 20.0}),
+                (good[:-1], {"image_id": 0, "frame_index": 0, "snr_db_est": 20.0}),
+                (good, {"image_id": 0, "snr_db_est": 20.0})]
+    pixels, refused = decode_analog_tiles(received, plan.frame, 0, model)
+    assert refused == 4
+    assert sorted(pixels) == sorted(plan.tile_indices[:4])
+    assert all(p.shape == (jscc.TILE_PX, jscc.TILE_PX, 3) for p in pixels.values())
+
+
+def test_decoder_counts_tiles_that_came_outside_the_frame(chelsea, model):
+    plan = plan_hybrid(chelsea, HybridLinkConfig(snr_db=20.0), model=model)
+    pixels, _ = decode_analog_tiles([(plan.symbol_frames[0], {"image_id": 0, "frame_index": 0, "snr_db_est": 20.0})],
+                                    plan.frame, 0, model)
+    recon = SemanticDecoder().decode(plan.frame, key_pixels=pixels)
+    assert recon.tiles_received == len(pixels) == 4 and recon.tiles_expected == len(plan.tile_indices)
+    y0, x0, y1, x1 = plan.frame.tile_box(plan.tile_indices[0])
+    assert recon.received_mask[y0:y1, x0:x1].any()
+    assert not SemanticDecoder().decode(plan.frame).received_mask.any()
+    with pytest.raises(ValueError, match="needs at least"):
+        SemanticDecoder().decode(plan.frame, key_pixels={plan.tile_indices[0]: np.zeros((8, 8, 3), np.uint8)})
+
+
+def test_text_copies_are_identical_and_kept_once(chelsea):
+    frame = SemanticEncoder().encode(chelsea, 5, code_key_tiles=False).frame
+    pdus = frame.to_pdus(header_repeats=2, text_repeats=3)
+    assert sum(parse_pdu(p).segment == Segment.TEXT for p in pdus) == 3
+    assembler = FrameAssembler()
+    frames = [f for p in pdus for f in assembler.push(p)] + assembler.flush_all()
+    assert len(frames) == 1 and frames[0].text == frame.text and not frames[0].key_tiles
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
+def test_cli_hybrid_writes_its_plan_and_counts(tmp_path, capsys):
+    assert main(["loopback", "--mode", "auto", "--snr-db", "0", "--budget-symbols", str(BUDGET),
+                 "--out", str(tmp_path)]) == 0
+    assert "--mode auto: hybrid at 0 dB" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["mode"] == "hybrid" and metrics["received"]
+    assert metrics["hybrid"]["channel_symbols"] <= BUDGET
+    assert metrics["hybrid"]["analog_frames_received"] == metrics["hybrid"]["analog_frames_sent"]
+    assert {"key_ssim", "ssim"} <= set(metrics["quality"]) and (tmp_path / "side_by_side.png").exists()
+
+
+@pytest.mark.parametrize("extra", [["--mcs", "qpsk-r12"], ["--adapt"], ["--frames", "2"], ["--key-quality", "30"]])
+def test_cli_hybrid_refuses_digital_only_options(tmp_path, capsys, extra):
+    assert main(["loopback", "--mode", "hybrid", "--out", str(tmp_path), *extra]) == 2
+    assert "--mode hybrid" in capsys.readouterr().err
