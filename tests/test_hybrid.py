@@ -54,7 +54,8 @@ def test_at_0_db_both_receivers_decode_and_the_image_is_drawn(chelsea, at_0_db):
 def test_at_minus_3_db_the_analog_frames_arrive_and_losses_are_counted(at_minus_3_db):
     sent, counts = sum(at_minus_3_db.plan.copies), at_minus_3_db.rx_counts["analog"]
     assert at_minus_3_db.analog_frames_received == counts["frames"] >= 0.9 * sent
-    # a frame whose header fails its CRC is counted, not delivered (seed 3 loses one of 11 so at -3 dB)
+    # a frame whose header fails its CRC is counted, not delivered (the order of the two transmitters'
+    # bursts on the stream varies from run to run, and with it each burst's noise)
     assert counts["frames"] + counts["bad_header"] + counts["truncated"] == sent
     assert at_minus_3_db.report()["header_received"] == (at_minus_3_db.reconstruction is not None)
 
