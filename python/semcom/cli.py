@@ -78,14 +78,14 @@ def cmd_loopback_analog(args, image: np.ndarray, image_path: Path, key_mask, out
 
 
 def cmd_loopback_hybrid(args, image: np.ndarray, image_path: Path, key_mask, out: Path) -> int:
-    """--mode hybrid: header and text as packets, key tiles as DeepJSCC symbols, one flowgraph (semcom.radio.hybrid)."""
+    """--mode hybrid: header and text coded digitally, key tiles as DeepJSCC symbols, all in analog frames
+    through one flowgraph (semcom.radio.hybrid)."""
     from semcom.eval.metrics import quality_report
     from semcom.eval.sweep import budget_symbols as symbols_for_cbr
     from semcom.radio.hybrid import HybridLinkConfig, run_hybrid_loopback
 
     budget = args.budget_symbols or (symbols_for_cbr(float(args.cbr), *image.shape[:2]) if args.cbr else 0)
-    link = HybridLinkConfig(snr_db=args.snr_db, protected_mcs=args.protected_mcs or HybridLinkConfig.protected_mcs,
-                            samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
+    link = HybridLinkConfig(snr_db=args.snr_db, samples_per_symbol=args.sps, frequency_offset=args.freq_offset,
                             timing_offset=args.timing_offset, noise_seed=args.seed, budget_symbols=budget)
     result = run_hybrid_loopback(image, link, _pipeline_config(args), key_mask=key_mask)
     recon = result.reconstruction
@@ -102,7 +102,7 @@ def cmd_loopback_hybrid(args, image: np.ndarray, image_path: Path, key_mask, out
         save_png(side_by_side(image, recon.key_mask, recon.image), out / "side_by_side.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {out}/metrics.json" + (", reconstruction.png, side_by_side.png" if recon is not None else
-                                          " (no header copy arrived: nothing to draw)"))
+                                          " (no header arrived: nothing to draw)"))
     print(json.dumps({"received": recon is not None, **metrics.get("quality", {}),
                       "channel_symbols": result.plan.channel_symbols, "copies": result.plan.copies}, indent=2))
     return 0 if recon is not None else 1
@@ -140,10 +140,11 @@ def cmd_loopback(args) -> int:
     if args.mode == "analog":
         return cmd_loopback_analog(args, image, image_path, key_mask, out)
     if args.mode == "hybrid":
-        if args.mcs or args.key_mcs or args.adapt or args.frames != 1 or args.key_quality is not None:
-            raise ValueError("--mode hybrid sends one image, header and text on --protected-mcs (default "
-                             "bpsk-r14) and key tiles as DeepJSCC symbols: not with --mcs, --key-mcs, --adapt, "
-                             "--frames or --key-quality")
+        if args.mcs or args.protected_mcs or args.key_mcs or args.adapt or args.frames != 1 \
+                or args.key_quality is not None:
+            raise ValueError("--mode hybrid sends one image, header and text as rate-1/4 coded BPSK and key tiles "
+                             "as DeepJSCC symbols, all in analog frames: not with --mcs, --protected-mcs, "
+                             "--key-mcs, --adapt, --frames or --key-quality")
         return cmd_loopback_hybrid(args, image, image_path, key_mask, out)
     if args.frames < 1:
         raise ValueError(f"--frames {args.frames}: send at least one")
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--out", default="out/loopback", help="output directory")
     loop.add_argument("--mode", choices=("digital", "analog", "hybrid", "auto"), default="digital",
                       help="analog: key region as DeepJSCC symbols, the rest handed over (modulation/fec ignored); "
-                           "hybrid: header and text as packets, key tiles as DeepJSCC symbols, one channel; "
+                           "hybrid: header and text as coded BPSK, key tiles as DeepJSCC symbols, one channel; "
                            "auto: hybrid below the PER table's digital floor (semcom.radio.hybrid), else digital")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")

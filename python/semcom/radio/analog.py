@@ -217,6 +217,16 @@ def symbols_from_pdu(msg: pmt.pmt_t) -> tuple[dict, np.ndarray]:
     raise ValueError("PDU payload must be an f32vector (interleaved re/im) or a c32vector")
 
 
+def combine_copies(copies: list[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, float]:
+    """Maximum-ratio combining of equalised copies of one frame (analog_rx output: unit gain, noise 1/SNR
+    each): the SNR-weighted mean, and the combined SNR in dB (the sum of the linear estimates)."""
+    weights = np.array([10 ** (meta["snr_db_est"] / 10) for _, meta in copies])
+    weights = np.maximum(weights, 1e-3)
+    stacked = np.stack([symbols for symbols, _ in copies])
+    combined = (weights[:, None] * stacked).sum(axis=0) / weights.sum()
+    return combined.astype(np.complex64), float(10 * math.log10(weights.sum()))
+
+
 # --- TX ---------------------------------------------------------------------------------------------
 
 class _framer(gr.basic_block):
