@@ -183,3 +183,52 @@ def test_cli_hybrid_writes_its_plan_and_counts(tmp_path, capsys):
 def test_cli_hybrid_refuses_digital_only_options(tmp_path, capsys, extra):
     assert main(["loopback", "--mode", "hybrid", "--out", str(tmp_path), *extra]) == 2
     assert "--mode hybrid" in capsys.readouterr().err
+
+
+# --- the eval scheme -------------------------------------------------------------------------------------
+
+def test_eval_hybrid_scheme_sends_within_the_budget_at_low_snr_and_nothing_when_header_and_text_do_not_fit(
+        chelsea, tmp_path):
+    import csv
+    from fractions import Fraction
+
+    from semcom.codec.imageio import save_png
+    from semcom.eval.sweep import SweepConfig, run_sweep
+
+    save_png(chelsea[40:232, 120:376], tmp_path / "crop.png")
+    cfg = SweepConfig(images=[tmp_path / "crop.png"], snr_db=[-3.0, 0.0], cbr=[Fraction(1, 6), Fraction(1, 96)],
+                      seeds=2, out=tmp_path / "out", progress=False, schemes=("hybrid", "deepjscc"))
+    with open(run_sweep(cfg)) as f:
+        rows = [r for r in csv.DictReader(f) if r["scheme"] == "hybrid"]
+    assert len(rows) == 2 * 2 * 2 and {r["mcs"] for r in rows} == {"hybrid"}
+    assert all(0 < int(r["symbols"]) <= int(r["budget_symbols"]) and r["delivered"] == "1"
+               for r in rows if r["cbr"] == "1/6")
+    assert np.mean([float(r["key_ssim"]) for r in rows if r["cbr"] == "1/6"]) > 0.4
+    # 1/96 of 256 x 192 x 3 is 1536 symbols: less than one protected frame
+    assert all(r["symbols"] == "0" and r["delivered"] == "0" for r in rows if r["cbr"] == "1/96")
+
+
+def test_eval_fast_channel_models_equalised_frames_per_burst():
+    from semcom.eval.schemes import equalised_frames
+
+    rng = np.random.default_rng(0)
+    bursts = [(192, np.ones(20_000, np.complex64)), (0, np.ones(20_000, np.complex64))]
+    awgn = equalised_frames(bursts, 3.0, rng, image_id=7)
+    assert [m["frame_index"] for _, m in awgn] == [192, 0] and {m["image_id"] for _, m in awgn} == {7}
+    assert all(m["snr_db_est"] == 3.0 for _, m in awgn)
+    assert 10 * math.log10(1 / np.mean(np.abs(awgn[0][0] - 1) ** 2)) == pytest.approx(3.0, abs=0.1)
+    faded = equalised_frames(bursts * 20, 3.0, rng, "rayleigh")
+    assert len({m["snr_db_est"] for _, m in faded}) == 40      # a gain per burst
+
+
+def test_eval_hybrid_scheme_through_the_flowgraph_channel(chelsea):
+    from semcom.eval.channel import FlowgraphChannel
+    from semcom.eval.schemes import HybridScheme
+
+    scheme, crop = HybridScheme(), chelsea[40:232, 120:376]
+    payload = scheme.prepare_at_snr(crop, np.ones(crop.shape[:2], bool), 60_000, 0.0)
+    delivery = scheme.transmit(payload, FlowgraphChannel(), None, 0.0, np.random.default_rng(1))
+    assert delivery.sent == len(payload.state[1].bursts()) and delivery.lost == 0
+    outcome = scheme.reconstruct(payload, delivery)
+    assert not outcome.frame_lost and outcome.image.shape == crop.shape
+    assert quality_report(crop, outcome.image, np.ones(crop.shape[:2], bool))["key_ssim"] > 0.5

@@ -136,6 +136,10 @@ class HybridResult:
                 "header_received": self.reconstruction is not None}
 
 
+class BudgetTooSmall(ValueError):
+    """Header and text alone do not fit the symbol budget: nothing of the image can be sent."""
+
+
 def digital_key_floor_db(per_table, length: int = KEY_PDU_BYTES, target_per: float = KEY_TARGET_PER) -> float:
     """The lowest SNR of the PER table from which the most robust MCS keeps a ``length``-byte PDU at
     ``target_per`` or better (every point above included); below it the key tiles go analog."""
@@ -194,8 +198,8 @@ def plan_hybrid(image: np.ndarray, link: HybridLinkConfig, config: PipelineConfi
 
     With ``link.budget_symbols``: the sketch goes only if it leaves room for every key frame once;
     frames that do not fit are left out, those with the least key area first (the receiver generates
-    their tiles, as if lost); spare symbols buy copies. ValueError when header and text alone exceed the
-    budget, or the config's tiles are not DeepJSCC's.
+    their tiles, as if lost); spare symbols buy copies. BudgetTooSmall (a ValueError) when header and text
+    alone exceed the budget; ValueError when the config's tiles are not DeepJSCC's.
     """
     config = replace(config or PipelineConfig(), mask_block_px=link.mask_block_px)
     if config.tile_px != jscc.TILE_PX:
@@ -229,7 +233,7 @@ def plan_hybrid(image: np.ndarray, link: HybridLinkConfig, config: PipelineConfi
             frame.sketch, sketch_dropped = None, True
             pdus, pdu_copies, digital_symbols = digital(frame)
         if digital_symbols > link.budget_symbols:
-            raise ValueError(f"budget of {link.budget_symbols} symbols: header and text alone take "
+            raise BudgetTooSmall(f"budget of {link.budget_symbols} symbols: header and text alone take "
                              f"{digital_symbols} ({sum(pdu_copies)} protected frames)")
         key = frame.key_mask()
         area = [sum(_key_pixels(frame, key, indices[t]) for t in g) for g in groups]
@@ -294,14 +298,9 @@ def decode_analog_tiles(received: list[tuple[np.ndarray, dict]], frame: Semantic
     return pixels, refused
 
 
-def run_hybrid_loopback(image: np.ndarray, link: HybridLinkConfig | None = None,
-                        config: PipelineConfig | None = None, key_mask: np.ndarray | None = None,
-                        image_id: int = 0, timeout_s: float = TIMEOUT_S) -> HybridResult:
-    """One image through the hybrid flowgraph; see the module docstring."""
-    link = link or HybridLinkConfig()
-    config = config or PipelineConfig()
-    model = jscc.load_model()
-    plan = plan_hybrid(image, link, config, key_mask, image_id, model=model)
+def send_plan(plan: HybridPlan, link: HybridLinkConfig, timeout_s: float = TIMEOUT_S) -> tuple[list, dict]:
+    """Every burst of ``plan`` through the hybrid flowgraph -> (what analog_rx delivered as (symbols, meta),
+    its counts)."""
     tb = hybrid_flowgraph(plan, link)
     started = time.monotonic()
     bursts = len(plan.bursts())
@@ -325,15 +324,38 @@ def run_hybrid_loopback(image: np.ndarray, link: HybridLinkConfig | None = None,
         received.append((symbols, meta))
     counts = {"analog": tb.analog_rx.counts}
     release(tb)
+    return received, counts
 
-    pdus, counts["protected"] = protected_frames.decode_all(received, image_id)
-    key_received = [(s, m) for s, m in received if not protected_frames.is_protected(int(m.get("frame_index", 0)))]
+
+def decode_received(received: list[tuple[np.ndarray, dict]], image_id: int, decoder: SemanticDecoder,
+                    model: jscc.DeepJSCC) -> tuple[Reconstruction | None, dict]:
+    """The receiver: analog frames of ``image_id`` -> the reconstruction (None without a header) and counts
+    (``protected``: protected_frames.decode_all's; ``pdus_received``; ``key_frames_received``, copies
+    included; ``analog_refused``: key frames of a wrong length or index)."""
+    pdus, protected = protected_frames.decode_all(received, image_id)
+    key_received = [(s, m) for s, m in received if m.get("image_id") == image_id & 0xFF
+                    and not protected_frames.is_protected(int(m.get("frame_index", 0)))]
+    counts = {"protected": protected, "pdus_received": len(pdus), "key_frames_received": len(key_received)}
     assembler = FrameAssembler(max_pdu_bytes=protected_frames.MAX_PDU_BYTES)
     frames = [f for pdu in pdus for f in assembler.push(pdu)] + assembler.flush_all()
     frame = next((f for f in frames if f.image_id == image_id), None)
-    recon = None
-    if frame is not None:
-        pixels, refused = decode_analog_tiles(key_received, frame, image_id, model)
-        counts["analog_refused"] = refused
-        recon = SemanticDecoder(config).decode(frame, key_pixels=pixels)
-    return HybridResult(recon, plan, len(pdus), len(key_received), counts, time.monotonic() - started)
+    if frame is None:
+        return None, counts
+    pixels, counts["analog_refused"] = decode_analog_tiles(key_received, frame, image_id, model)
+    return decoder.decode(frame, key_pixels=pixels), counts
+
+
+def run_hybrid_loopback(image: np.ndarray, link: HybridLinkConfig | None = None,
+                        config: PipelineConfig | None = None, key_mask: np.ndarray | None = None,
+                        image_id: int = 0, timeout_s: float = TIMEOUT_S) -> HybridResult:
+    """One image through the hybrid flowgraph; see the module docstring."""
+    link = link or HybridLinkConfig()
+    config = config or PipelineConfig()
+    model = jscc.load_model()
+    started = time.monotonic()
+    plan = plan_hybrid(image, link, config, key_mask, image_id, model=model)
+    received, counts = send_plan(plan, link, timeout_s)
+    recon, decoded = decode_received(received, image_id, SemanticDecoder(config), model)
+    counts.update(decoded)
+    return HybridResult(recon, plan, counts["pdus_received"], counts["key_frames_received"], counts,
+                        time.monotonic() - started)
