@@ -55,7 +55,7 @@ class loopback(gr.top_block):
         # Blocks
         ##################################################
 
-        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config='', key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None)
+        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config='', key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None, hybrid=False)
         self.semcom_semantic_rx_0 = semcom.radio.semantic_rx.semantic_rx(output_path=output_path, config='', timeout_s=1.0, max_open_frames=8, endpoint='', worker_timeout_s=30.0)
         self.semcom_packet_tx_0 = packet.packet_tx(modulation=modulation, fec_code=fec_code, samples_per_symbol=samples_per_symbol, excess_bw=0.35, mtu_bytes=1500)
         self.semcom_packet_rx_0 = packet.packet_rx(modulation=modulation, fec_code=fec_code, samples_per_symbol=samples_per_symbol, excess_bw=0.35, mtu_bytes=1500)

@@ -110,7 +110,7 @@ class loopback_gui(gr.top_block, Qt.QWidget):
             self.top_grid_layout.setRowStretch(r, 1)
         for c in range(0, 2):
             self.top_grid_layout.setColumnStretch(c, 1)
-        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config='', key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None)
+        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config='', key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None, hybrid=False)
         self.semcom_semantic_receiver_0 = receiver.semantic_receiver(modulation=modulation, fec_code=fec_code, samples_per_symbol=samples_per_symbol, excess_bw=0.35, mtu_bytes=1500, output_path='', config='', timeout_s=1.0, agc=False, endpoint='', coarse_cfo=False)
         self.semcom_packet_tx_0 = packet.packet_tx(modulation=modulation, fec_code=fec_code, samples_per_symbol=samples_per_symbol, excess_bw=0.35, mtu_bytes=1500)
         self.semcom_image_sink_0 = semcom.radio.image_sink.image_sink(original_path=image_file, name="Original | received (key region outlined)")

@@ -70,7 +70,7 @@ class ota_tx_file(gr.top_block):
         # Blocks
         ##################################################
 
-        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config=config, key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None)
+        self.semcom_semantic_tx_0 = semcom.radio.semantic_tx.semantic_tx(image_path=image_file, config=config, key_mask_path='', first_image_id=0, endpoint='', worker_timeout_s=30.0, protected_mcs="", key_mcs="", adapt=False, budget_symbols=0, cbr=0.0, plan_snr_db=None, hybrid=False)
         self.semcom_packet_tx_0 = packet.packet_tx(modulation=modulation, fec_code=fec, samples_per_symbol=sps, excess_bw=0.35, mtu_bytes=1500)
         self.semcom_bursts_to_stream_0 = stream.bursts_to_stream(wait_for_first_burst=True)
         self.channels_channel_model_0 = channels.channel_model(

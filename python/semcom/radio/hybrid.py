@@ -38,7 +38,7 @@ from gnuradio import blocks, channels, gr
 
 from semcom.codec import jscc
 from semcom.codec.frame import FrameAssembler, SemanticFrame, Segment, parse_pdu
-from semcom.codec.pipeline import PipelineConfig, Reconstruction, SemanticDecoder, SemanticEncoder, key_tile_pixels
+from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction, SemanticDecoder, SemanticEncoder, key_tile_pixels
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import analog, packet, protected_frames
 from semcom.radio.analog_loopback import TILES_PER_FRAME
@@ -89,8 +89,7 @@ class HybridLinkConfig:
 class HybridPlan:
     """What goes on air for one image."""
 
-    frame: SemanticFrame               # header, text and (if it fits) sketch; no key tiles
-    description: str                   # the non-key text before compression
+    encoded: Encoded                   # its frame: header, text and (if it fits) sketch; no key tiles
     pdus: list[bytes]                  # the protected PDUs (header, sketch, text), each once
     pdu_copies: list[int]              # copies of each on air
     fragments: list[tuple[int, np.ndarray]]  # (PDU position, coded symbols) per protected frame, slot order
@@ -100,6 +99,15 @@ class HybridPlan:
     digital_symbols: int               # the protected frames' copies, framing included
     analog_symbols: int                # the key frames' copies, framing included
     sketch_dropped: bool               # the configured sketch did not fit the budget
+
+    @property
+    def frame(self) -> SemanticFrame:
+        return self.encoded.frame
+
+    @property
+    def description(self) -> str:
+        """The non-key text before compression."""
+        return self.encoded.description
 
     @property
     def channel_symbols(self) -> int:
@@ -234,7 +242,7 @@ def plan_hybrid(image: np.ndarray, link: HybridLinkConfig, config: PipelineConfi
             pdus, pdu_copies, digital_symbols = digital(frame)
         if digital_symbols > link.budget_symbols:
             raise BudgetTooSmall(f"budget of {link.budget_symbols} symbols: header and text alone take "
-                             f"{digital_symbols} ({sum(pdu_copies)} protected frames)")
+                                 f"{digital_symbols} ({sum(pdu_copies)} protected frames)")
         key = frame.key_mask()
         area = [sum(_key_pixels(frame, key, indices[t]) for t in g) for g in groups]
         copies = _copies_within(link.budget_symbols - digital_symbols, sizes, area)
@@ -243,8 +251,8 @@ def plan_hybrid(image: np.ndarray, link: HybridLinkConfig, config: PipelineConfi
         # the encoder is told the SNR the receiver will see after combining the copies
         snr = link.snr_db + 10 * math.log10(max(n, 1))
         frames.append(jscc.encode_tiles([tiles[t] for t in g], snr, model).ravel())
-    return HybridPlan(frame, encoded.description, pdus, pdu_copies, protected_frames.encode_pdus(pdus), indices, frames, copies, digital_symbols, sum(n * size for n, size in zip(copies, sizes)),
-                      sketch_dropped)
+    return HybridPlan(encoded, pdus, pdu_copies, protected_frames.encode_pdus(pdus), indices, frames, copies,
+                      digital_symbols, sum(n * size for n, size in zip(copies, sizes)), sketch_dropped)
 
 
 class hybrid_flowgraph(gr.top_block):
@@ -329,7 +337,8 @@ def send_plan(plan: HybridPlan, link: HybridLinkConfig, timeout_s: float = TIMEO
 
 def decode_received(received: list[tuple[np.ndarray, dict]], image_id: int, decoder: SemanticDecoder,
                     model: jscc.DeepJSCC) -> tuple[Reconstruction | None, dict]:
-    """The receiver: analog frames of ``image_id`` -> the reconstruction (None without a header) and counts
+    """The receiver: analog frames of ``image_id`` (analog headers carry its low 8 bits, which is all that is
+    compared) -> the reconstruction (None without a header) and counts
     (``protected``: protected_frames.decode_all's; ``pdus_received``; ``key_frames_received``, copies
     included; ``analog_refused``: key frames of a wrong length or index)."""
     pdus, protected = protected_frames.decode_all(received, image_id)
@@ -338,7 +347,7 @@ def decode_received(received: list[tuple[np.ndarray, dict]], image_id: int, deco
     counts = {"protected": protected, "pdus_received": len(pdus), "key_frames_received": len(key_received)}
     assembler = FrameAssembler(max_pdu_bytes=protected_frames.MAX_PDU_BYTES)
     frames = [f for pdu in pdus for f in assembler.push(pdu)] + assembler.flush_all()
-    frame = next((f for f in frames if f.image_id == image_id), None)
+    frame = next((f for f in frames if f.image_id & 0xFF == image_id & 0xFF), None)
     if frame is None:
         return None, counts
     pixels, counts["analog_refused"] = decode_analog_tiles(key_received, frame, image_id, model)

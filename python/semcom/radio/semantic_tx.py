@@ -17,11 +17,15 @@ from semcom.codec import registry
 from semcom.codec.imageio import load_image
 from semcom.codec.frame import Segment, parse_pdu
 from semcom.codec.pipeline import Encoded, PipelineConfig, SemanticEncoder
+from semcom.radio import analog
 from semcom.radio.mcs import Mcs, mcs_by_name
 from semcom.radio.packet import MCS_KEY, SNR_KEY
 from semcom.radio.pdu import from_pdu, to_pdu
 from semcom.worker import DEFAULT_TIMEOUT_S as DEFAULT_WORKER_TIMEOUT_S
 from semcom.worker import WorkerClient, WorkerError, WorkerTimeout
+
+
+HYBRID = "hybrid"
 
 
 def load_config(config: PipelineConfig | str | Path | None) -> PipelineConfig:
@@ -33,7 +37,8 @@ def load_config(config: PipelineConfig | str | Path | None) -> PipelineConfig:
 
 @dataclass(frozen=True)
 class SentFrame:
-    """One image as semantic_tx sent it: each PDU's MCS ("" = packet_tx's configured one) and why."""
+    """One image as semantic_tx sent it: each PDU's MCS ("" = packet_tx's configured one; ``HYBRID``: coded
+    BPSK in analog frames, the key tiles "analog") and why."""
 
     image_id: int
     encoded: Encoded
@@ -81,6 +86,12 @@ class semantic_tx(gr.basic_block):
     SSIM that fits, the key region shrunk or dropped (text only) when quality 1 does not fit. It plans
     for the SNR estimate with ``adapt``, else for ``plan_snr_db``. When not even header and text fit,
     the image is not sent: a counted error. ``recent_frames[-1].plan`` reports the choice.
+
+    Hybrid digital-analog (``hybrid``, ``semcom.radio.hybrid``): each image is planned for the SNR (the
+    estimate with ``adapt``, else ``plan_snr_db``) and the budget (if any) as ``semcom loopback --mode
+    hybrid`` plans it, and goes out on ``symbols`` as symbol PDUs for ``analog_tx``: header, text and
+    sketch as coded BPSK, key tiles as DeepJSCC symbols, copies included, in air order. ``hybrid_rx``
+    behind ``analog_rx`` receives them. Nothing goes out on ``pdus`` then.
     """
 
     SNR_WINDOW = 16     # estimates kept; their median steers the next image (one PDU's estimate is +-1.5 dB)
@@ -90,18 +101,24 @@ class semantic_tx(gr.basic_block):
                  key_mask_path: str = "", first_image_id: int = 0, endpoint: str = "",
                  worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S, worker_keys: str = "",
                  protected_mcs: str = "", key_mcs: str = "", adapt: bool = False,
-                 budget_symbols: int = 0, cbr: float = 0.0, plan_snr_db: float | None = None):
+                 budget_symbols: int = 0, cbr: float = 0.0, plan_snr_db: float | None = None,
+                 hybrid: bool = False):
         gr.basic_block.__init__(self, name="semantic_tx", in_sig=None, out_sig=None)
         if budget_symbols < 0 or cbr < 0 or (budget_symbols and cbr):
             raise ValueError("give a symbol budget as budget_symbols or as cbr, not both, and not negative")
         self.budget_symbols, self.cbr = int(budget_symbols), float(cbr)
         self.plan_snr_db = plan_snr_db
-        planning = bool(self.budget_symbols or self.cbr)
+        self.hybrid = hybrid
+        if hybrid and (protected_mcs or key_mcs):
+            raise ValueError("the hybrid mode codes header and text itself and sends key tiles analog: "
+                             "not with protected_mcs or key_mcs")
+        planning = bool(self.budget_symbols or self.cbr or hybrid)
         if planning and endpoint:
-            raise ValueError("a symbol budget is planned in-process (it encodes each image at several key "
-                             "qualities): use it without endpoint")
+            raise ValueError("a symbol budget and the hybrid mode are planned in-process (they encode each "
+                             "image for the link): use them without endpoint")
         if planning and plan_snr_db is None and not adapt:
-            raise ValueError("a symbol budget needs plan_snr_db (or adapt) to know the SNR it plans for")
+            raise ValueError("a symbol budget or the hybrid mode needs plan_snr_db (or adapt) to know the SNR "
+                             "it plans for")
         self.protected_mcs: Mcs | None = mcs_by_name(protected_mcs) if protected_mcs else None
         self.key_mcs: Mcs | None = mcs_by_name(key_mcs) if key_mcs else None
         self.adapt = adapt
@@ -137,6 +154,7 @@ class semantic_tx(gr.basic_block):
         self._worker: ThreadPoolExecutor | None = None
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("pdus"))
+        self.message_port_register_out(pmt.intern("symbols"))
         self.message_port_register_out(pmt.intern("info"))
         self.message_port_register_in(pmt.intern("snr"))
         self.set_msg_handler(pmt.intern("in"), self._handle_message)
@@ -204,7 +222,9 @@ class semantic_tx(gr.basic_block):
             if key_mask is None and self.mask_splitter is not None:
                 key_mask = self.mask_splitter.split(image)
             image_id = self.next_image_id
-            if self.budget_symbols or self.cbr:
+            if self.hybrid:
+                sent, bursts = self._hybrid_frame(image, image_id, key_mask)
+            elif self.budget_symbols or self.cbr:
                 sent = self._planned_frame(image, image_id, key_mask)
             else:
                 if self.encoder is None:
@@ -220,10 +240,16 @@ class semantic_tx(gr.basic_block):
         else:
             self.next_image_id = (image_id + 1) & 0xFFFF
             self.recent_frames.append(sent)
-            for pdu, mcs in zip(sent.pdus, sent.pdu_mcs):
-                meta = {"image_id": image_id, **({MCS_KEY: mcs} if mcs else {})}
-                self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, meta))
-                self.pdus_sent += 1
+            if self.hybrid:
+                for index, symbols in bursts:
+                    self.message_port_pub(pmt.intern("symbols"), analog.symbols_pdu(
+                        symbols, {"image_id": image_id & 0xFF, "frame_index": index}))
+                    self.pdus_sent += 1
+            else:
+                for pdu, mcs in zip(sent.pdus, sent.pdu_mcs):
+                    meta = {"image_id": image_id, **({MCS_KEY: mcs} if mcs else {})}
+                    self.message_port_pub(pmt.intern("pdus"), to_pdu(pdu, meta))
+                    self.pdus_sent += 1
             self.images_sent += 1
             self.message_port_pub(pmt.intern("info"), pmt.to_pmt({
                 "image_id": image_id, "n_pdus": len(sent.pdus), "frame_bytes": sum(map(len, sent.pdus)),
@@ -270,6 +296,27 @@ class semantic_tx(gr.basic_block):
         plan = budget_plan_report(payload.rate, budget, payload.channel_symbols, snr_db, key_mask)
         return SentFrame(image_id, encoded, tuple(pdus), tuple(payload.pdu_mcs), payload.pdu_mcs[0], key_name,
                          estimate, plan)
+
+    def _hybrid_frame(self, image: np.ndarray, image_id: int, key_mask: np.ndarray | None) -> tuple[SentFrame, list]:
+        """The hybrid plan of ``image`` for the SNR and budget, and its bursts (ValueError when header and
+        text alone exceed the budget)."""
+        from semcom.eval.sweep import budget_symbols as symbols_for_cbr
+        from semcom.radio.hybrid import HybridLinkConfig, plan_hybrid
+
+        estimate = self.snr_estimate_db() if self.adapt else None
+        snr_db = estimate if estimate is not None else self.plan_snr_db
+        if snr_db is None:
+            raise ValueError("no SNR estimate yet and no plan_snr_db to plan the hybrid frame for")
+        budget = self.budget_symbols or (symbols_for_cbr(self.cbr, *image.shape[:2]) if self.cbr else 0)
+        plan = plan_hybrid(image, HybridLinkConfig(snr_db=snr_db, budget_symbols=budget), self.config, key_mask,
+                           image_id)
+        report = {"budget_symbols": budget, "symbols": plan.channel_symbols, "planned_snr_db": round(snr_db, 2),
+                  "plan": "hybrid", "copies": list(plan.copies), "pdu_copies": list(plan.pdu_copies),
+                  "digital_symbols": plan.digital_symbols, "analog_symbols": plan.analog_symbols,
+                  "sketch_dropped": plan.sketch_dropped, "analog_frames": len(plan.bursts())}
+        sent = SentFrame(image_id, plan.encoded, tuple(plan.pdus), (HYBRID,) * len(plan.pdus), HYBRID, "analog",
+                         estimate, report)
+        return sent, plan.bursts()
 
     def _report_error(self, text: str) -> None:
         self.errors += 1
