@@ -146,7 +146,7 @@ def without_header(source: str) -> str:
 
 def test_every_example_has_its_compiled_script():
     assert {p.stem for p in EXAMPLES} >= {"loopback", "ota_tx_file", "ota_rx_file", "ota_tx_usrp", "ota_rx_usrp",
-                                          "ota_tx_hackrf", "ota_rx_hackrf", "zmq_tx", "zmq_rx"}
+                                          "ota_tx_hackrf", "ota_rx_hackrf", "zmq_tx", "zmq_rx", "hybrid_loopback"}
     for grc in EXAMPLES:
         assert grc.with_suffix(".py").exists(), f"{grc.name} has no checked-in grcc output"
 
@@ -165,12 +165,13 @@ def test_example_compiles_and_matches_checked_in(grc, tmp_path):
 
 
 @pytest.mark.slow
-def test_example_runs_and_writes_image(tmp_path):
-    spec = importlib.util.spec_from_file_location("semcom_example_loopback", EXAMPLE_PY)
+@pytest.mark.parametrize("name", ["loopback", "hybrid_loopback"])
+def test_example_runs_and_writes_image(tmp_path, name):
+    spec = importlib.util.spec_from_file_location(f"semcom_example_{name}", REPO / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     output = tmp_path / "rx.png"
-    tb = module.loopback(output_path=str(output))
+    tb = getattr(module, name)(output_path=str(output))
     started = time.monotonic()
     tb.start()
     try:
@@ -179,7 +180,8 @@ def test_example_runs_and_writes_image(tmp_path):
     finally:
         tb.stop()
         tb.wait()
-    assert output.exists(), f"no image after {RUN_TIMEOUT_S} s; rx stats {tb.semcom_semantic_rx_0.stats}"
+    rx = getattr(tb, "semcom_semantic_rx_0", None) or tb.semcom_hybrid_rx_0
+    assert output.exists(), f"no image after {RUN_TIMEOUT_S} s; rx {getattr(rx, 'stats', None) or rx.counts}"
     assert output.read_bytes().startswith(b"\x89PNG")
 
 
