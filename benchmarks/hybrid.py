@@ -7,7 +7,7 @@ symbols, both through the real flowgraph (AWGN with the loopback's frequency and
 
 Per photo and SNR, over the seeds: images drawn (the hybrid mode needs its header), text received,
 key-region and whole-image SSIM (mean over all runs; a run with no image scores the grey image's SSIM),
-and the channel symbols. The hybrid mode gets exactly the symbols whole-image DeepJSCC spends on the photo
+the channel symbols, and those of the header and text frames with their copies. The hybrid mode gets exactly the symbols whole-image DeepJSCC spends on the photo
 (framing included) as its budget: header and text as rate-1/4 coded BPSK in analog frames (the copies of
 ``HybridLinkConfig``), key tiles as DeepJSCC frames, spare symbols as repeated frames. Key SSIM is
 measured on the same mask for both.
@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                       [float(s) for s in args.snr_db.split(",")], args.seeds)
         print(f"\n{time.monotonic() - started:.0f} s")
         return 0
-    print("| photo | Es/N0 | symbols | hybrid: images out | text out | key SSIM | SSIM | DeepJSCC: key SSIM | SSIM |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| photo | Es/N0 | symbols | hybrid: header + text symbols | images out | text out | key SSIM | SSIM "
+          "| DeepJSCC: key SSIM | SSIM |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     config = PipelineConfig()
     for name in args.photos.split(","):
         image = load_image(default_eval_photos_dir() / f"{name}.png")
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
             def mean(rows, key):
                 return statistics.mean(r[key] for r in rows)
-            print(f"| {name} | {snr:g} dB | {budget} | {drawn}/{args.seeds} | {text}/{args.seeds} "
+            print(f"| {name} | {snr:g} dB | {budget} | {result.plan.digital_symbols} | {drawn}/{args.seeds} "
+                  f"| {text}/{args.seeds} "
                   f"| {mean(ours, 'key_ssim'):.3f} | {mean(ours, 'ssim'):.3f} "
                   f"| {mean(theirs, 'key_ssim'):.3f} | {mean(theirs, 'ssim'):.3f} |", flush=True)
     print(f"\n{time.monotonic() - started:.0f} s")
