@@ -7,8 +7,8 @@ symbols, both through the real flowgraph (AWGN with the loopback's frequency and
 
 Per photo and SNR, over the seeds: images drawn (the hybrid mode needs its header), text received,
 key-region and whole-image SSIM (mean over all runs; a run with no image scores the grey image's SSIM),
-the channel symbols, and those of the header and text frames with their copies. The hybrid mode gets exactly the symbols whole-image DeepJSCC spends on the photo
-(framing included) as its budget: header and text as rate-1/4 coded BPSK in analog frames (the copies of
+the channel symbols, and those of the header and text frames with their copies. The hybrid mode gets
+exactly the symbols whole-image DeepJSCC spends on the photo (framing included) as its budget: header and text as rate-1/4 coded BPSK in analog frames (the copies of
 ``HybridLinkConfig``), key tiles as DeepJSCC frames, spare symbols as repeated frames. Key SSIM is
 measured on the same mask for both.
 
