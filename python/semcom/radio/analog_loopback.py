@@ -36,7 +36,7 @@ from semcom.codec.pipeline import (
 from semcom.codec.registry import create
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET, SEAM_FEATHER_PX
 from semcom.radio import analog, packet
-from semcom.radio.flowgraph import release
+from semcom.radio.flowgraph import release, run_until_delivered
 from semcom.radio.pdu import pdu_list_source
 
 TILES_PER_FRAME = 4                # 4 x 768 data symbols per burst: ~16% preamble/header/pilot overhead
@@ -89,20 +89,10 @@ def send_symbol_frames(frames: list[np.ndarray], link: AnalogLinkConfig, image_i
     tb.connect(tx, channel, rx)
     tb.msg_connect(rx, "out", sink, "store")
     started = time.monotonic()
-    tb.start()
     try:
-        last, last_change = None, started
-        while time.monotonic() - started < timeout_s and sink.num_messages() < len(frames):
-            state = (sink.num_messages(), tuple(rx.counts.values()))
-            now = time.monotonic()
-            if state != last:
-                last, last_change = state, now
-            elif now - last_change > DRAIN_S:
-                break
-            time.sleep(0.02)
+        run_until_delivered(tb, sink.num_messages, len(frames),
+                            lambda: (sink.num_messages(), tuple(rx.counts.values())), timeout_s, DRAIN_S)
     finally:
-        tb.stop()
-        tb.wait()
         release(tb, tx, rx)
     received = {}
     for i in range(sink.num_messages()):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from gnuradio import gr
 
 
@@ -45,3 +48,25 @@ def release(*blocks: gr.hier_block2) -> None:
 
     for block in blocks:
         visit(block)
+
+
+def run_until_delivered(tb: gr.top_block, delivered: Callable[[], int], expected: int,
+                        progress: Callable[[], tuple], timeout_s: float, drain_s: float) -> None:
+    """Run ``tb`` until ``delivered()`` reaches ``expected``, or ``progress()`` stays the same for ``drain_s``
+    (what was lost will not come), or ``timeout_s`` passes; then stop it. It polls, because a loopback
+    of bursts never ends by itself: its channel model keeps producing noise."""
+    started = time.monotonic()
+    tb.start()
+    try:
+        last, last_change = None, started
+        while time.monotonic() - started < timeout_s and delivered() < expected:
+            state = progress()
+            now = time.monotonic()
+            if state != last:
+                last, last_change = state, now
+            elif now - last_change > drain_s:
+                break
+            time.sleep(0.02)
+    finally:
+        tb.stop()
+        tb.wait()

@@ -42,7 +42,7 @@ from semcom.codec.pipeline import Encoded, PipelineConfig, Reconstruction, Seman
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import analog, packet, protected_frames
 from semcom.radio.analog_loopback import TILES_PER_FRAME
-from semcom.radio.flowgraph import release
+from semcom.radio.flowgraph import release, run_until_delivered
 from semcom.radio.link_adaptation import KEY_PDU_BYTES, KEY_TARGET_PER
 from semcom.radio.mcs import MCS_TABLE
 from semcom.radio.pdu import pdu_list_source
@@ -310,22 +310,7 @@ def send_plan(plan: HybridPlan, link: HybridLinkConfig, timeout_s: float = TIMEO
     """Every burst of ``plan`` through the hybrid flowgraph -> (what analog_rx delivered as (symbols, meta),
     its counts)."""
     tb = hybrid_flowgraph(plan, link)
-    started = time.monotonic()
-    bursts = len(plan.bursts())
-    tb.start()
-    try:
-        last, last_change = None, time.monotonic()
-        while time.monotonic() - started < timeout_s and tb.sink.num_messages() < bursts:
-            state = tb.progress()
-            now = time.monotonic()
-            if state != last:
-                last, last_change = state, now
-            elif now - last_change > DRAIN_S:
-                break
-            time.sleep(0.02)
-    finally:
-        tb.stop()
-        tb.wait()
+    run_until_delivered(tb, tb.sink.num_messages, len(plan.bursts()), tb.progress, timeout_s, DRAIN_S)
     received = []
     for i in range(tb.sink.num_messages()):
         meta, symbols = analog.symbols_from_pdu(tb.sink.get_message(i))
