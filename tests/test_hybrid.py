@@ -169,7 +169,8 @@ def test_text_copies_are_identical_and_kept_once(chelsea):
 # --- the CLI -------------------------------------------------------------------------------------------
 
 def test_cli_hybrid_writes_its_plan_and_counts(tmp_path, capsys):
-    assert main(["loopback", "--mode", "auto", "--snr-db", "0", "--budget-symbols", str(BUDGET),
+    """A budget without --mode means --mode auto, the hybrid at 0 dB."""
+    assert main(["loopback", "--snr-db", "0", "--budget-symbols", str(BUDGET),
                  "--out", str(tmp_path)]) == 0
     assert "--mode auto: hybrid at 0 dB" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -232,3 +233,32 @@ def test_eval_hybrid_scheme_through_the_flowgraph_channel(chelsea):
     outcome = scheme.reconstruct(payload, delivery)
     assert not outcome.frame_lost and outcome.image.shape == crop.shape
     assert quality_report(crop, outcome.image, np.ones(crop.shape[:2], bool))["key_ssim"] > 0.5
+
+
+def test_eval_ours_adapt_switches_to_the_hybrid_below_the_digital_floor(chelsea, tmp_path):
+    """The rule of ``semcom loopback --mode auto``: with a table whose most robust MCS works from 0 dB, ours-adapt
+    sends the hybrid frame at -2 dB (and it arrives) and a digital plan at 6 dB; semantic_tx's planner,
+    which has only the packet PHY, never switches."""
+    import csv
+    from fractions import Fraction
+
+    from semcom.codec.imageio import save_png
+    from semcom.eval.schemes import OursAdaptScheme
+    from semcom.eval.sweep import SweepConfig, budget_symbols, evaluation_key_mask, run_sweep
+
+    table = stepped_per_table(4.0)
+    crop = chelsea[40:232, 120:376]
+    save_png(crop, tmp_path / "crop.png")
+    cfg = SweepConfig(images=[tmp_path / "crop.png"], snr_db=[-2.0, 6.0], cbr=[Fraction(1, 6)], seeds=2,
+                      out=tmp_path / "out", progress=False, per_table=table, schemes=("ours-adapt",))
+    with open(run_sweep(cfg)) as f:
+        rows = {(float(r["snr_db"]), int(r["seed"])): r for r in csv.DictReader(f)}
+    assert {rows[-2.0, s]["mcs"] for s in (0, 1)} == {"hybrid"}
+    assert all(rows[-2.0, s]["delivered"] == "1" and float(rows[-2.0, s]["key_ssim"]) > 0.4 for s in (0, 1))
+    assert rows[6.0, 0]["mcs"].startswith("hdr ")
+    assert all(int(r["symbols"]) <= int(r["budget_symbols"]) for r in rows.values())
+
+    digital_only = OursAdaptScheme(PipelineConfig(), hybrid_below_floor=False)
+    key_mask = evaluation_key_mask(crop, digital_only.config)
+    planned = digital_only.prepare_at_snr(crop, key_mask, budget_symbols(Fraction(1, 6), *crop.shape[:2]), -2.0, table)
+    assert planned.rate["mcs"] != "hybrid"

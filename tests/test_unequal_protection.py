@@ -110,7 +110,7 @@ def test_adaptive_loopback_picks_the_next_images_mcs_from_the_receivers_estimate
 
 def test_semantic_tx_counts_snr_messages_it_cannot_use_and_refuses_unknown_mcs():
     tx = semantic_tx(adapt=True)
-    good = [pmt.from_double(7.5), to_pdu(b"x", {"snr_db": 9.5})]
+    good = [pmt.from_double(7.5), to_pdu(b"x", {"snr_db": 9.5}), to_pdu(b"x", {"snr_db_est": 8.5})]
     bad = [pmt.intern("7.5"), pmt.from_double(math.nan), pmt.from_double(1e9), to_pdu(b"x", {}),
            to_pdu(b"x", {"snr_db": "loud"}), pmt.PMT_NIL]
     for msg in good + bad:

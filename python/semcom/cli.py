@@ -131,6 +131,9 @@ def cmd_loopback(args) -> int:
     if budgeted and (args.mode == "analog" or args.key_quality is not None):
         raise ValueError("--budget-symbols/--cbr plan the key quality and MCS themselves: "
                          "not with --mode analog or --key-quality")
+    if args.mode is None:
+        digital_options = args.mcs or args.protected_mcs or args.key_mcs or args.adapt or args.frames != 1
+        args.mode = "auto" if budgeted and not digital_options else "digital"
     if args.mode == "auto":
         from semcom.eval.channel import shipped_per_table
         from semcom.radio.hybrid import use_hybrid
@@ -229,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--image", help=f"image file (default: bundled {DEFAULT_PHOTO})")
     loop.add_argument("--snr-db", type=float, default=20.0, help="Es/N0 per channel symbol, dB")
     loop.add_argument("--out", default="out/loopback", help="output directory")
-    loop.add_argument("--mode", choices=("digital", "analog", "hybrid", "auto"), default="digital",
+    loop.add_argument("--mode", choices=("digital", "analog", "hybrid", "auto"),
                       help="analog: key region as DeepJSCC symbols, the rest handed over (modulation/fec ignored); "
                            "hybrid: header and text as coded BPSK, key tiles as DeepJSCC symbols, one channel; "
-                           "auto: hybrid below the PER table's digital floor (semcom.radio.hybrid), else digital")
+                           "auto: hybrid below the PER table's digital floor (semcom.radio.hybrid), else digital "
+                           "(default: auto with --budget-symbols/--cbr and no MCS, --adapt or --frames; else digital)")
     loop.add_argument("--modulation", choices=MODULATIONS, default="qpsk")
     loop.add_argument("--fec", choices=FEC_CODES, default="cc")
     loop.add_argument("--mcs", choices=MCS_NAMES, help="every PDU on this MCS (instead of --modulation/--fec)")

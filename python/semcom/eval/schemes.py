@@ -607,6 +607,7 @@ class HybridScheme(Scheme):
 
     digital = False
     adapts_to_snr = True
+    mcs_column = "hybrid"
 
     def __init__(self, config: PipelineConfig | None = None):
         super().__init__(config)
@@ -621,9 +622,9 @@ class HybridScheme(Scheme):
         try:
             plan = plan_hybrid(image, link, self.config, key_mask, model=jscc.load_model())
         except BudgetTooSmall:
-            return Payload([], 0, {"mcs": "hybrid", "key_frames": 0}, (image, None, link))
+            return Payload([], 0, {"mcs": self.mcs_column, "key_frames": 0}, (image, None, link))
         return Payload(plan.pdus, plan.channel_symbols,
-                       {"mcs": "hybrid", "key_frames": sum(1 for n in plan.copies if n),
+                       {"mcs": self.mcs_column, "key_frames": sum(1 for n in plan.copies if n),
                         "key_fraction": round(float(plan.frame.key_mask().mean()), 4)}, (image, plan, link))
 
     def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
@@ -675,20 +676,31 @@ class OursAdaptScheme(SemcomScheme):
     robust MCS that fits, which is also sent when the keyed frame is worth no more (``better_plan``).
     Plans are ranked by expected key-region SSIM (``link_adaptation.KeyQuality``: the sender decodes its
     own frame whole, without key tiles, and scores grey for a lost header). ``rate["mcs"]`` names the
-    plan (the sweep's ``mcs`` column)."""
+    plan (the sweep's ``mcs`` column). Below the PER table's digital floor (``hybrid.use_hybrid``, the
+    rule of ``semcom loopback --mode auto``) the frame is the ``hybrid`` scheme's instead: key tiles as
+    DeepJSCC symbols, ``mcs`` "hybrid"."""
 
     digital = False
     adapts_to_snr = True
 
-    def __init__(self, config: PipelineConfig | None = None):
+    def __init__(self, config: PipelineConfig | None = None, hybrid_below_floor: bool = True):
+        """``hybrid_below_floor``: False for a sender that has only the digital packet PHY (semantic_tx
+        without ``hybrid``)."""
         super().__init__(config)
         # The same frames without the sketch: tried when the sketch leaves no room for key tiles.
-        self._sketchless = _SketchlessAdaptFrames(config) if self.config.sketch_budget else None
+        self._sketchless = _SketchlessAdaptFrames(config, hybrid_below_floor=False) \
+            if self.config.sketch_budget else None
+        self._hybrid = HybridScheme(config) if hybrid_below_floor else None
 
     def prepare_at_snr(self, image: np.ndarray, key_mask: np.ndarray, budget_symbols: int, snr_db: float,
                        per_table) -> Payload:
-        """The best plan with the sketch; where that carries no key tile, the best plan without the sketch
-        when it is worth more (so the sketch goes out unless it is what keeps the key region off the air)."""
+        """Below the digital floor, the hybrid plan. Otherwise the best plan with the sketch; where that
+        carries no key tile, the best plan without the sketch when it is worth more (so the sketch goes out
+        unless it is what keeps the key region off the air)."""
+        from semcom.radio.hybrid import use_hybrid
+
+        if self._hybrid is not None and use_hybrid(snr_db, per_table):
+            return self._hybrid.prepare_at_snr(image, key_mask, budget_symbols, snr_db)
         payload = self._plan(image, key_mask, budget_symbols, snr_db, per_table)
         if payload.rate["quality"] or self._sketchless is None or not key_mask.any():
             return payload
@@ -723,7 +735,19 @@ class OursAdaptScheme(SemcomScheme):
                                 "dropped" if key_mask.any() else "none")
 
     def transmit(self, payload: Payload, channel, mcs, snr_db: float, rng: np.random.Generator):
+        if _is_hybrid(payload):
+            return self._hybrid.transmit(payload, channel, mcs, snr_db, rng)
         return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
+
+    def reconstruct(self, payload: Payload, delivery) -> Outcome:
+        if _is_hybrid(payload):
+            return self._hybrid.reconstruct(payload, delivery)
+        return super().reconstruct(payload, delivery)
+
+    def outcome_key(self, payload: Payload, delivery) -> Any:
+        if _is_hybrid(payload):
+            return self._hybrid.outcome_key(payload, delivery)
+        return super().outcome_key(payload, delivery)
 
     def _level_pdus(self, image: np.ndarray, mask: np.ndarray, fraction: float, level: int,
                     max_quality: int | None) -> list[bytes]:
@@ -761,6 +785,10 @@ class _SketchlessAdaptFrames(OursAdaptScheme):
 
     name = "ours-adapt without sketch"
     config_overrides = {"sketch_budget": 0}
+
+
+def _is_hybrid(payload: Payload) -> bool:
+    return payload.rate.get("mcs") == HybridScheme.mcs_column
 
 
 NOTHING_FITS = "none"       # ours-adapt's plan when not even header and text fit the budget

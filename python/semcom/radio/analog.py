@@ -44,6 +44,7 @@ from semcom.radio import packet
 
 log = logging.getLogger(__name__)
 
+SNR_EST_KEY = "snr_db_est"        # RX metadata: Es/N0 per data symbol, from the pilots
 PREAMBLE_TAPS = (7, 6)            # m-sequence x^7 + x^6 + 1: 127 chips
 HEADER_BITS = 48                  # image_id 8 | frame_index 8 | n_symbols 16 | CRC-16 16
 HEADER_REPETITION = 12            # 576 header symbols: reads at -2 dB (8 lost 13% of headers there)
@@ -220,7 +221,7 @@ def symbols_from_pdu(msg: pmt.pmt_t) -> tuple[dict, np.ndarray]:
 def combine_copies(copies: list[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, float]:
     """Maximum-ratio combining of equalised copies of one frame (analog_rx output: unit gain, noise 1/SNR
     each): the SNR-weighted mean, and the combined SNR in dB (the sum of the linear estimates)."""
-    weights = np.array([10 ** (meta["snr_db_est"] / 10) for _, meta in copies])
+    weights = np.array([10 ** (meta[SNR_EST_KEY] / 10) for _, meta in copies])
     weights = np.maximum(weights, 1e-3)
     stacked = np.stack([symbols for symbols, _ in copies])
     combined = (weights[:, None] * stacked).sum(axis=0) / weights.sum()
@@ -412,7 +413,7 @@ def equalise_frame(y: np.ndarray) -> dict | None:
     d = np.diff(zr[after])
     noise_var = float(np.mean(np.abs(d) ** 2) / 2)
     gain = float(np.mean(np.abs(h_data) ** 2))
-    out.update({"symbols": data, "snr_db_est": float(10 * np.log10(gain / max(noise_var, 1e-12))),
+    out.update({"symbols": data, SNR_EST_KEY: float(10 * np.log10(gain / max(noise_var, 1e-12))),
                 "channel_gain": float(np.sqrt(gain)), "frequency_offset": float(f0 + slope / (2 * np.pi))})
     return out
 
@@ -480,7 +481,7 @@ class _deframer(gr.sync_block):
             self._triggers.pop(0)
             self._done_until = first + frame["needed"]
             self.counts["frames"] += 1
-            meta = {k: frame[k] for k in ("image_id", "frame_index", "n_symbols", "snr_db_est", "channel_gain",
+            meta = {k: frame[k] for k in ("image_id", "frame_index", "n_symbols", SNR_EST_KEY, "channel_gain",
                                           "frequency_offset")}
             self.message_port_pub(pmt.intern("out"), symbols_pdu(frame["symbols"], meta))
 

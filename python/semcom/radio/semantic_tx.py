@@ -78,7 +78,8 @@ class semantic_tx(gr.basic_block):
     key tiles on another, in the PDU metadata that packet_tx reads; one packet_rx decodes both. With
     ``adapt`` on, every new image takes the pair ``link_adaptation.segment_mcs_for_snr`` picks for the median
     of the last ``SNR_WINDOW`` estimates on message port ``snr`` (a number in dB, or a PDU whose metadata
-    has ``snr_db``: connect a receiver's PDU output); until an estimate arrives, the configured pair.
+    has ``snr_db`` or ``snr_db_est``: connect packet_rx's or analog_rx's PDU output); until an estimate
+    arrives, the configured pair.
 
     A symbol budget: with ``budget_symbols`` (complex channel symbols per image) or ``cbr`` (symbols per
     3 H W, the eval's convention) set, each image is planned as ``semcom eval``'s ``ours-adapt`` plans it
@@ -189,12 +190,15 @@ class semantic_tx(gr.basic_block):
         self.send(str(meta["path"]) if "path" in meta else payload)
 
     def _handle_snr(self, msg):
-        """An SNR estimate: a number (dB), or a PDU whose metadata has ``snr_db``; anything else is counted."""
+        """An SNR estimate: a number (dB), or a PDU whose metadata has ``snr_db`` (packet_rx, semantic_rx) or
+        ``snr_db_est`` (analog_rx, the hybrid mode's receiver); anything else is counted."""
         value = None
         if pmt.is_number(msg):
             value = pmt.to_double(msg)
         elif pmt.is_pair(msg) and pmt.is_dict(pmt.car(msg)):
-            value = pmt.to_python(pmt.dict_ref(pmt.car(msg), pmt.intern(SNR_KEY), pmt.PMT_NIL))
+            meta = pmt.car(msg)
+            key = next((k for k in (SNR_KEY, analog.SNR_EST_KEY) if pmt.dict_has_key(meta, pmt.intern(k))), SNR_KEY)
+            value = pmt.to_python(pmt.dict_ref(meta, pmt.intern(key), pmt.PMT_NIL))
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not -50.0 <= value <= 100.0:
             self.snr_messages_ignored += 1
             return
@@ -275,7 +279,7 @@ class semantic_tx(gr.basic_block):
         from semcom.eval.sweep import budget_symbols as symbols_for_cbr
 
         if self._planner is None:
-            self._planner = OursAdaptScheme(self.config)
+            self._planner = OursAdaptScheme(self.config, hybrid_below_floor=False)
         if key_mask is None:
             key_mask = self._planner.encoder.splitter.split(image)
         estimate = self.snr_estimate_db() if self.adapt else None
