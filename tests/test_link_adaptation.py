@@ -9,6 +9,7 @@ shipped table is remeasured; only the sweep encodes a real (cropped) photo.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -228,3 +229,40 @@ def test_the_sketch_gives_way_only_where_it_keeps_every_key_tile_off_the_air(pho
     roomy = scheme.prepare_at_snr(crop, key_mask, 20 * tight, 21.0, table)
     assert roomy.rate["quality"] >= 1 and "no sketch" not in roomy.rate["mcs"]
     assert any(parse_pdu(p).segment == Segment.SKETCH for p in roomy.pdus)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_ours_adapt_meets_ours_channel_draws_so_the_same_frame_loses_the_same_pdus(photos, tmp_path, shared):
+    """Common random numbers: a scheme with ``channel_stream = "ours"`` that sends ours' frame on ours' MCS
+    loses the same PDUs in every seed (qpsk-r12 at its knee: half of the long PDUs lost); on a stream of its
+    own it does not."""
+    from semcom.eval.schemes import SCHEMES, SemcomScheme
+    from semcom.eval.sweep import SweepConfig, run_sweep
+
+    class SameFrame(SemcomScheme):
+        digital = False
+        adapts_to_snr = True
+        channel_stream = "ours" if shared else None
+
+        def prepare_at_snr(self, image, key_mask, budget_symbols, snr_db, per_table):
+            payload = self.prepare(image, key_mask, budget_symbols, mcs_by_name("qpsk-r12"))
+            return replace(payload, pdu_mcs=["qpsk-r12"] * len(payload.pdus), rate={**payload.rate, "mcs": "same"})
+
+        def transmit(self, payload, channel, mcs, snr_db, rng):
+            return channel.transmit_each(payload.pdus, payload.pdu_mcs, snr_db, rng)
+
+    SameFrame.name = "same-frame"
+    SCHEMES["same-frame"] = SameFrame
+    try:
+        save_png(photos["chelsea"][40:232, 120:376], tmp_path / "chelsea.png")
+        cfg = SweepConfig(images=[tmp_path / "chelsea.png"], snr_db=[8.0], cbr=[Fraction(1, 3)], seeds=6,
+                          mcs="qpsk-r12", out=tmp_path / "out", progress=False, per_table=knee_table(),
+                          schemes=("ours", "same-frame"))
+        with open(run_sweep(cfg)) as f:
+            rows = list(csv.DictReader(f))
+    finally:
+        del SCHEMES["same-frame"]
+    ours = [(r["pdus_lost"], r["key_ssim"]) for r in rows if r["scheme"] == "ours"]
+    same = [(r["pdus_lost"], r["key_ssim"]) for r in rows if r["scheme"] == "same-frame"]
+    assert len(ours) == len(same) == 6 and any(lost != "0" for lost, _ in ours)
+    assert (ours == same) is shared

@@ -109,6 +109,7 @@ class Scheme:
     name = ""
     digital = True              # prepared and sent once per MCS of the table
     adapts_to_snr = False       # prepared once per SNR instead (``prepare_at_snr``), each PDU on an MCS it picks
+    channel_stream: str | None = None   # the scheme whose channel draws this one shares in the sweep (None: its own)
 
     def __init__(self, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
@@ -682,6 +683,7 @@ class OursAdaptScheme(SemcomScheme):
 
     digital = False
     adapts_to_snr = True
+    channel_stream = "ours"     # compared with ours on the same draws (semcom.eval.sweep)
 
     def __init__(self, config: PipelineConfig | None = None, hybrid_below_floor: bool = True):
         """``hybrid_below_floor``: False for a sender that has only the digital packet PHY (semantic_tx

@@ -20,6 +20,10 @@ key mask at the wire format's mask resolution; the background is the rest. A fra
 is scored as what the receiver shows (mid-grey, ``schemes.LOST_FRAME_GREY``); ``delivered`` says whether it
 arrived, and the summary gives the delivered share beside every mean.
 
+Channel draws: every (seed, image, SNR) has its own random stream per scheme; ``ours-adapt`` shares ours'
+(common random numbers, ``Scheme.channel_stream``), so where it sends ours' frame on ours' MCS it meets the
+same losses, and the difference between the two is the plan, not the draw.
+
 Channel: ``fast`` drops PDUs with the packet error rates measured on the real flowgraph
 (``gr-semcom/per_table.json``, semcom.eval.channel); ``flowgraph`` runs packet_tx -> channel_model ->
 packet_rx for every transmission.
@@ -228,7 +232,9 @@ class _ImageEvaluator:
         scored: dict = {}
         saved: dict[int, str] = {}
         prepared: list = []             # every payload of the image, kept alive (see payload_key)
+        names = [scheme.name for scheme in self.schemes]
         for scheme_index, scheme in enumerate(self.schemes):
+            stream = names.index(scheme.channel_stream) if scheme.channel_stream in names else scheme_index
             for cbr in cfg.cbr:
                 budget = budget_symbols(cbr, h, w)
                 for mcs in (self.mcs_rows if scheme.digital else [None]):
@@ -248,7 +254,7 @@ class _ImageEvaluator:
                         payload_key = hash(tuple(payload.pdus)) if scheme.digital or scheme.adapts_to_snr \
                             else id(payload)
                         for seed in range(cfg.seeds):
-                            rng = np.random.default_rng([seed, index, snr_index, scheme_index])
+                            rng = np.random.default_rng([seed, index, snr_index, stream])
                             delivery = scheme.transmit(payload, self.channel, mcs, snr, rng)
                             key = (scheme.name, payload_key, scheme.outcome_key(payload, delivery))
                             if key not in scored:
