@@ -676,8 +676,8 @@ class OursAdaptScheme(SemcomScheme):
     key region halved, as for ours (``key_fraction`` in ``rate`` says so); then text only, on the most
     robust MCS that fits, which is also sent when the keyed frame is worth no more (``better_plan``).
     Plans are ranked by expected key-region SSIM (``link_adaptation.KeyQuality``: the sender decodes its
-    own frame whole, without key tiles, and scores grey for a lost header). ``rate["mcs"]`` names the
-    plan (the sweep's ``mcs`` column). Below the PER table's digital floor (``hybrid.use_hybrid``, the
+    own frame whole, without key tiles and as its header alone, and scores grey for a lost header).
+    ``rate["mcs"]`` names the plan (the sweep's ``mcs`` column). Below the PER table's digital floor (``hybrid.use_hybrid``, the
     rule of ``semcom loopback --mode auto``) the frame is the ``hybrid`` scheme's instead: key tiles as
     DeepJSCC symbols, ``mcs`` "hybrid"."""
 
@@ -759,7 +759,8 @@ class OursAdaptScheme(SemcomScheme):
     def _key_quality(self, image: np.ndarray, key_mask: np.ndarray, mask: np.ndarray, fraction: float,
                      max_quality: int | None):
         """Key-region SSIM (over the scored ``key_mask``) of what the receiver shows when the frame coded over
-        ``mask`` arrives whole, without its key tiles, or not at all: the sender decodes its own frames."""
+        ``mask`` arrives whole, without its key tiles, as its header alone, or not at all: the sender decodes its
+        own frames."""
         from semcom.codec.frame import Segment, parse_pdu
         from semcom.eval.channel import Delivery
         from semcom.eval.metrics import ssim
@@ -779,6 +780,8 @@ class OursAdaptScheme(SemcomScheme):
             at_level=lambda level: memo(level, lambda: score(frame(level))),
             tiles_lost=memo("tiles lost", lambda: score([p for p in frame(1) if parse_pdu(p).segment != Segment.KEY])),
             frame_lost=memo("frame lost", lambda: ssim(image, grey_like(image), key_mask)),
+            background_lost=memo("background lost",
+                                 lambda: score([p for p in frame(1) if parse_pdu(p).segment == Segment.HEADER])),
         )
 
 
