@@ -16,9 +16,11 @@ from semcom.radio.pdu import from_pdu
 from semcom.radio.semantic_tx import semantic_tx
 
 
-def _through_the_channel(image, snr_db: float, tmp_path, **tx_kwargs):
+def _through_the_channel(image, snr_db: float, tmp_path, images_sent: int = 1, feedback: bool = False,
+                         **tx_kwargs):
+    """``feedback``: analog_rx's frames also go to semantic_tx's ``snr`` port (an ideal return link)."""
     tb = gr.top_block()
-    tx = semantic_tx(hybrid=True, plan_snr_db=snr_db, **tx_kwargs)
+    tx = semantic_tx(hybrid=True, plan_snr_db=tx_kwargs.pop("plan_snr_db", snr_db), **tx_kwargs)
     modulator = analog.analog_tx(2)
     channel = channels.channel_model(noise_voltage=packet.noise_voltage_for_snr(snr_db, "bpsk", 2),
                                      frequency_offset=2e-4, epsilon=1.00002, taps=[1.0 + 0j], noise_seed=5,
@@ -31,10 +33,13 @@ def _through_the_channel(image, snr_db: float, tmp_path, **tx_kwargs):
     tb.msg_connect((demodulator, "out"), (rx, "frames"))
     tb.msg_connect((rx, "image"), (images, "store"))
     tb.msg_connect((tx, "info"), (info, "store"))
+    if feedback:
+        tb.msg_connect((demodulator, "out"), (tx, "snr"))
     tb.start()
     try:
-        tx.send(image)
-        assert rx.wait_for_images(1, 60.0), rx.counts
+        for sent in range(1, images_sent + 1):
+            tx.send(image)
+            assert rx.wait_for_images(sent, 60.0), rx.counts
     finally:
         tb.stop()
         tb.wait()
@@ -52,6 +57,16 @@ def test_semantic_tx_hybrid_to_hybrid_rx_through_one_channel_at_0_db(chelsea, tm
     assert (tmp_path / "rx_0.png").exists() and rx.counts["images_out"] == 1
     recon = rx.reconstructions[0][1]
     assert quality_report(chelsea, recon.image, recon.key_mask)["key_ssim"] > 0.45
+
+
+def test_a_hybrid_link_adapts_to_analog_rx_estimates(chelsea, tmp_path):
+    """The first image is planned for the configured 0 dB; analog_rx's per-frame estimates (``snr_db_est``) reach
+    semantic_tx's ``snr`` port, and the second image is planned for them: within 1 dB of the channel's 3 dB."""
+    tx, rx, images, info = _through_the_channel(chelsea, 3.0, tmp_path, images_sent=2, feedback=True,
+                                                plan_snr_db=0.0, adapt=True, budget_symbols=60_000)
+    first, second = (pmt.to_python(info.get_message(i)) for i in range(2))
+    assert first["planned_snr_db"] == 0.0 and tx.snr_messages_ignored == 0
+    assert abs(second["planned_snr_db"] - 3.0) < 1.0 and abs(tx.snr_estimate_db() - 3.0) < 1.0
 
 
 def test_semantic_tx_hybrid_refuses_what_it_cannot_do():
