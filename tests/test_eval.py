@@ -147,6 +147,17 @@ def test_stale_table_is_refused_with_the_command_that_regenerates_it(monkeypatch
         shipped_per_table()
 
 
+def test_per_verification_tells_measurement_noise_from_a_moved_curve():
+    """``measure_per_table.py --verify`` re-stamps the table only where every re-measured count agrees."""
+    from semcom.eval.channel import same_error_rate
+
+    assert same_error_rate(545, 1000, 548, 1000)        # qpsk-r12 at 3.5 dB, 1000 B, measured twice
+    assert not same_error_rate(545, 1000, 450, 1000)    # the curve ~0.15 dB to the right
+    assert not same_error_rate(545, 1000, 178, 1000)    # its neighbour 0.5 dB up
+    assert same_error_rate(0, 40, 0, 1000) and same_error_rate(40, 40, 1000, 1000)
+    assert not same_error_rate(0, 1000, 20, 1000)
+
+
 def test_every_mcs_is_monotone_and_ordered_by_sensitivity():
     """PER falls with SNR (within sampling noise) and each faster MCS needs more SNR than the one before."""
     table = shipped_per_table()

@@ -120,25 +120,29 @@ def test_fast_channel_drops_each_pdu_by_its_own_mcs():
     assert (delivery.sent, delivery.lost) == (400, 200)
 
 
-def test_flowgraph_channel_sends_each_pdu_on_its_own_mcs():
-    """Through the real flowgraph at 10 dB: bpsk-r14 arrives, 16qam-r34 (clean only from about 20 dB) does not."""
+def test_flowgraph_channel_sends_each_pdu_on_its_own_mcs(monkeypatch):
+    """Through the real flowgraph at 10 dB, in one run: bpsk-r14 arrives, 16qam-r34 (clean only from about
+    20 dB) does not."""
+    from semcom.radio import pdu_link
+
+    runs = []
+    real = pdu_link.send_pdus
+    monkeypatch.setattr(pdu_link, "send_pdus", lambda *a, **k: runs.append(k["mcs"]) or real(*a, **k))
     pdus = [i.to_bytes(4, "big") + bytes(60) for i in range(6)]
     mcs = ["bpsk-r14", "16qam-r34"] * 3
     delivery = FlowgraphChannel().transmit_each(pdus, mcs, 10.0, np.random.default_rng(1))
     assert delivery.delivered == pdus[0::2] and delivery.lost == 3
+    assert runs == [mcs]
 
 
-def test_flowgraph_channel_counts_copies_on_one_mcs_apart(monkeypatch):
-    """The header goes twice on one MCS: one copy arriving must not deliver both."""
-    from semcom.eval.channel import Delivery
+def test_flowgraph_channel_counts_copies_apart(monkeypatch):
+    """The header goes twice: one copy arriving must not deliver both."""
+    from semcom.radio import pdu_link
 
-    def every_second_lost(self, pdus, mcs, snr_db, rng):
-        return Delivery(pdus[1::2], len(pdus), len(pdus) // 2)
-
-    monkeypatch.setattr(FlowgraphChannel, "transmit", every_second_lost)
     header, key = pdu(Segment.HEADER, 0, 1, 50), pdu(Segment.KEY, 0, 1, 500)
+    monkeypatch.setattr(pdu_link, "send_pdus", lambda *a, **k: pdu_link.PduLinkResult([key, header], 4, 2, 0, 0.0))
     delivery = FlowgraphChannel().transmit_each([header, header, key, key], ["bpsk-r12", "bpsk-r12", "qpsk-r12",
-                                                                             "qpsk-r12"], 5.0, None)
+                                                                             "qpsk-r12"], 5.0, np.random.default_rng(0))
     assert delivery.delivered == [header, key] and delivery.lost == 2
 
 

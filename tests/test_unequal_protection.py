@@ -108,6 +108,20 @@ def test_adaptive_loopback_picks_the_next_images_mcs_from_the_receivers_estimate
     assert second.reconstruction is not None and second.reconstruction.generated_share < 0.1
 
 
+@pytest.mark.slow
+def test_a_link_whose_first_mcs_is_too_fast_still_learns_the_snr(chelsea, per_table):
+    """At 5 dB every 16qam-r34 payload of the first image fails its CRC, so no PDU reaches the return link;
+    packet_rx's ``snr`` port still reports each header's estimate, and the second image goes on the pair
+    the rule gives for 5 dB and arrives."""
+    first, second = run_loopback_frames([chelsea, chelsea], LinkConfig(
+        snr_db=5.0, adapt=True, protected_mcs="16qam-r34", key_mcs="16qam-r34"), _config())
+    assert first.reconstruction is None and first.rx_stats["pdus_accepted"] == 0, first.rx_stats
+    assert second.snr_estimate_db is not None and abs(second.snr_estimate_db - 5.0) < 1.5
+    assert (second.protected_mcs, second.key_mcs) == tuple(
+        m.name for m in segment_mcs_for_snr(second.snr_estimate_db, per_table))
+    assert second.reconstruction is not None
+
+
 def test_semantic_tx_counts_snr_messages_it_cannot_use_and_refuses_unknown_mcs():
     tx = semantic_tx(adapt=True)
     good = [pmt.from_double(7.5), to_pdu(b"x", {"snr_db": 9.5}), to_pdu(b"x", {"snr_db_est": 8.5})]

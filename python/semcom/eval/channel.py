@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ PER_COARSE_PDUS = 40          # per length, every point
 PER_STEEP_PDUS = 1000         # per length, where the coarse pass saw both losses and deliveries (and 1 dB around)
 PER_TABLE_NAME = "per_table.json"
 REGENERATE_COMMAND = "python scripts/measure_per_table.py"
+VERIFY_COMMAND = "python scripts/measure_per_table.py --verify"
+VERIFY_Z = 3.5      # a re-measured count further than this many standard errors from the table's has moved
 # The PHY's behaviour is the code of these modules plus the PhyConfig values recorded in the table.
 PHY_SOURCES = ("radio/packet.py", "radio/pdu_link.py")
 FADINGS = ("awgn", "rayleigh")
@@ -51,11 +54,12 @@ class StalePerTable(RuntimeError):
     """The shipped PER table was measured on other PHY code or settings."""
 
 
-def phy_source_sha256() -> str:
-    """Hash of the PHY's source files: any change to the modem or the simulated link changes it."""
+def phy_source_sha256(package: Path | None = None) -> str:
+    """Hash of the PHY's source files (of ``package``, a ``semcom`` source folder; default this one): any
+    change to the modem or the simulated link changes it."""
     import semcom
 
-    root = Path(semcom.__file__).parent
+    root = package or Path(semcom.__file__).parent
     digest = hashlib.sha256()
     for name in PHY_SOURCES:
         digest.update((root / name).read_bytes())
@@ -156,8 +160,18 @@ def shipped_per_table(phy=None) -> PerTable:
     table = PerTable.load(path)
     reason = table.stale_reason(phy)
     if reason:
-        raise StalePerTable(f"{path} is stale ({reason}); regenerate it: {REGENERATE_COMMAND}")
+        raise StalePerTable(f"{path} is stale ({reason}); regenerate it: {REGENERATE_COMMAND} (or, for a "
+                            f"change that should not move the PER, check that it did not: {VERIFY_COMMAND})")
     return table
+
+
+def same_error_rate(lost_a: int, sent_a: int, lost_b: int, sent_b: int, z_max: float = VERIFY_Z) -> bool:
+    """Whether two PER measurements agree: the two-proportion z statistic of their losses is at most
+    ``z_max`` (pooled standard error; two points that both lost all or nothing agree)."""
+    pooled = (lost_a + lost_b) / (sent_a + sent_b)
+    error = math.sqrt(pooled * (1 - pooled) * (1 / sent_a + 1 / sent_b))
+    difference = abs(lost_a / sent_a - lost_b / sent_b)
+    return difference == 0 if error == 0 else difference / error <= z_max
 
 
 def numbered_pdus(lengths: list[int], count: int, rng: np.random.Generator) -> list[bytes]:
@@ -232,35 +246,21 @@ class FlowgraphChannel:
         self.fading = fading
 
     def transmit(self, pdus: list[bytes], mcs: str, snr_db: float, rng: np.random.Generator) -> Delivery:
-        from dataclasses import replace
+        return self.transmit_each(pdus, [mcs] * len(pdus), snr_db, rng)
 
-        from semcom.radio.mcs import mcs_by_name
+    def transmit_each(self, pdus: list[bytes], mcs: list[str], snr_db: float, rng: np.random.Generator) -> Delivery:
+        """``pdus[i]`` on MCS ``mcs[i]``, all in one flowgraph run (one receiver reads each burst's MCS from
+        its header)."""
         from semcom.radio.pdu_link import send_pdus
 
         if not pdus:
             return Delivery([], 0, 0)
-        row = mcs_by_name(mcs)
-        phy = replace(self.phy, modulation=row.modulation, fec_code=row.fec_code)
-        result = send_pdus(pdus, snr_db, phy, noise_seed=int(rng.integers(1, 2**31 - 1)))
+        result = send_pdus(pdus, snr_db, self.phy, noise_seed=int(rng.integers(1, 2**31 - 1)), mcs=mcs)
         # The CRC guarantees a PDU is exact or absent; identical copies (the header is sent twice) count apart.
         received = Counter(result.received)
         delivered = []
         for p in pdus:
             if received[p] > 0:
                 received[p] -= 1
-                delivered.append(p)
-        return Delivery(delivered, len(pdus), len(pdus) - len(delivered))
-
-    def transmit_each(self, pdus: list[bytes], mcs: list[str], snr_db: float, rng: np.random.Generator) -> Delivery:
-        """``pdus[i]`` on MCS ``mcs[i]``: one flowgraph run per MCS, as the receiver does not yet read a PDU's
-        MCS from its packet header. Copies count apart, as in ``transmit``."""
-        arrived: Counter = Counter()
-        for m in dict.fromkeys(mcs):
-            sent = [p for p, q in zip(pdus, mcs) if q == m]
-            arrived.update((p, m) for p in self.transmit(sent, m, snr_db, rng).delivered)
-        delivered = []
-        for p, m in zip(pdus, mcs):
-            if arrived[p, m] > 0:
-                arrived[p, m] -= 1
                 delivered.append(p)
         return Delivery(delivered, len(pdus), len(pdus) - len(delivered))

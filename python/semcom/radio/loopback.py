@@ -57,8 +57,8 @@ class loopback_flowgraph(gr.top_block):
         self.msg_connect((self.tx, "pdus"), (self.modulator, "in"))
         self.connect(self.modulator, self.channel, self.demodulator)
         self.msg_connect((self.demodulator, "out"), (self.rx, "pdus"))
-        if link.adapt:   # an ideal return link: the receiver's per-PDU estimates steer the next image
-            self.msg_connect((self.demodulator, "out"), (self.tx, "snr"))
+        if link.adapt:   # an ideal return link: the receiver's per-header estimates steer the next image
+            self.msg_connect((self.demodulator, "snr"), (self.tx, "snr"))
 
 
 @dataclass

@@ -801,7 +801,9 @@ class _header_guard(gr.basic_block):
     (#f) and counted in ``unknown_mcs``; one announcing a PDU longer than the MTU too, counted in
     ``rejected``: the payload decoder throws on a frame larger than its MTU, which ends its thread and
     silently stops the receiver. Given a ``modulation``, it rejects (silently) the headers of the other
-    modulations' modes: each branch of packet_rx takes its own bursts; ``accepted`` counts the rest."""
+    modulations' modes: each branch of packet_rx takes its own bursts; ``accepted`` counts the rest.
+    Each accepted header's Es/N0 estimate also goes out on ``snr`` (dB), whether its payload then passes
+    the CRC or not."""
 
     def __init__(self, mtu_bytes, modulation=None, snr=None):
         gr.basic_block.__init__(self, "semcom_header_guard", None, None)
@@ -813,6 +815,7 @@ class _header_guard(gr.basic_block):
         self.accepted = 0
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
+        self.message_port_register_out(pmt.intern("snr"))
         self.set_msg_handler(pmt.intern("in"), self._on_header)
 
     def _on_header(self, msg):
@@ -838,7 +841,9 @@ class _header_guard(gr.basic_block):
             return pmt.PMT_F                # another branch's burst
         self.accepted += 1
         if self.snr is not None and self.snr.last_db is not None:
-            info = pmt.dict_add(info, pmt.intern(SNR_KEY), pmt.from_double(round(self.snr.last_db, 2)))
+            estimate = pmt.from_double(round(self.snr.last_db, 2))
+            info = pmt.dict_add(info, pmt.intern(SNR_KEY), estimate)
+            self.message_port_pub(pmt.intern("snr"), estimate)
         info = pmt.dict_add(info, pmt.intern(PAYLOAD_SYMBOLS_TAG),
                             pmt.from_long(payload_symbols(pdu_bytes, modulation, fec_code)))
         return pmt.dict_add(info, pmt.intern(MCS_KEY), pmt.intern(mcs_name(modulation, fec_code)))
@@ -846,6 +851,10 @@ class _header_guard(gr.basic_block):
 
 class packet_rx(releasable_hier_block2):
     """complex baseband (stream input 0) -> PDUs whose CRC32 passed (message port 'out'); counters.
+
+    Message port 'snr': the Es/N0 estimate (dB) of every valid header, also of bursts whose payload then
+    fails: what a link adapting to the SNR needs when the MCS it last chose was too fast for the channel
+    (the PDUs on 'out' carry the same estimate as ``snr_db`` metadata, but only those that passed).
 
     One receiver for every mode: the header (diagonal BPSK, repetition ``header_repetition``) names
     each burst's MCS, and the PDU leaves with it in its metadata (MCS_KEY). The access-code correlator,
@@ -863,6 +872,7 @@ class packet_rx(releasable_hier_block2):
         _check_choice(modulation, MODULATIONS, "modulation")
         _check_choice(fec_code, FEC_CODES, "fec_code")
         self.message_port_register_hier_out("out")
+        self.message_port_register_hier_out("snr")
 
         self.repetition = header_repetition
         self.mtu_bytes = mtu_bytes
@@ -1005,6 +1015,7 @@ class _rx_branch:
         self.guard = _header_guard(rx.mtu_bytes, modulation, snr_cell)
         rx.msg_connect(self.parser, "info", self.guard, "in")
         rx.msg_connect(self.guard, "out", self.demux, "header_data")
+        rx.msg_connect(self.guard, "snr", rx, "snr")
 
         max_soft_bits = _max_payload_symbols(rx.mtu_bytes, modulation) * pld_const.bits_per_symbol()
         self.soft = [digital.constellation_soft_decoder_cf(pld_const),

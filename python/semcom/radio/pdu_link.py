@@ -18,7 +18,7 @@ from gnuradio import channels, gr
 from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET
 from semcom.radio import packet
 from semcom.radio.flowgraph import release
-from semcom.radio.pdu import from_pdu, pdu_list_source
+from semcom.radio.pdu import from_pdu, pdu_list_source, to_pdu
 
 # The run is over when no block moved a sample for this long (every burst carries its own silent
 # tail that pushes it through the receiver, so nothing is left inside once the counts stand still).
@@ -73,9 +73,11 @@ class _pdu_collector(gr.basic_block):
 
 
 class pdu_link_flowgraph(gr.top_block):
-    def __init__(self, pdus: list[bytes], snr_db: float, phy: PhyConfig, noise_seed: int = 42):
+    def __init__(self, pdus: list[bytes], snr_db: float, phy: PhyConfig, noise_seed: int = 42,
+                 mcs: list[str] | None = None):
         gr.top_block.__init__(self, "semcom pdu link")
-        self.source = pdu_list_source(pdus)
+        self.source = pdu_list_source(pdus if mcs is None else
+                                      [to_pdu(p, {packet.MCS_KEY: m}) for p, m in zip(pdus, mcs, strict=True)])
         self.tx, self.channel, self.rx = phy_chain(phy, snr_db, noise_seed)
         self.sink = _pdu_collector()
         self.msg_connect((self.source, "out"), (self.tx, "in"))
@@ -93,13 +95,15 @@ class PduLinkResult:
 
 
 def send_pdus(pdus: list[bytes], snr_db: float, phy: PhyConfig | None = None, noise_seed: int = 42,
-              timeout_s: float = 600.0, settle_s: float = SETTLE_S) -> PduLinkResult:
-    """Send ``pdus`` (each at most ``phy.mtu_bytes``) through one flowgraph run at ``snr_db`` (Es/N0)."""
+              timeout_s: float = 600.0, settle_s: float = SETTLE_S, mcs: list[str] | None = None) -> PduLinkResult:
+    """Send ``pdus`` (each at most ``phy.mtu_bytes``) through one flowgraph run at ``snr_db`` (Es/N0), each
+    on ``phy``'s MCS or, given ``mcs``, on ``mcs[i]`` (a name of ``semcom.radio.mcs``: packet_tx reads it
+    from the PDU's metadata, packet_rx from the burst's header)."""
     phy = phy or PhyConfig()
     too_long = [len(p) for p in pdus if len(p) > phy.mtu_bytes]
     if too_long:
         raise ValueError(f"PDUs of {too_long[:3]} bytes exceed the {phy.mtu_bytes}-byte MTU")
-    tb = pdu_link_flowgraph(list(pdus), snr_db, phy, noise_seed)
+    tb = pdu_link_flowgraph(list(pdus), snr_db, phy, noise_seed, mcs)
     started = time.monotonic()
     tb.start()
     try:

@@ -40,7 +40,8 @@ class semantic_receiver(gr.hier_block2):
     Stream outputs (optional): 0 = the input after the AGC (for a spectrum / time display),
     1 = symbols after clock recovery and the Costas loop (for a constellation display).
     Message outputs: ``image`` and ``info`` of semantic_rx; ``pdus``, the PDUs that passed the CRC
-    (for an image display). The parts stay reachable as ``agc``, ``demodulator`` (packet_rx) and
+    (for an image display); ``snr``, packet_rx's estimate of every header (for semantic_tx's ``snr`` over
+    a return link). The parts stay reachable as ``agc``, ``demodulator`` (packet_rx) and
     ``rx`` (semantic_rx) for counters.
     """
 
@@ -53,6 +54,7 @@ class semantic_receiver(gr.hier_block2):
         self.message_port_register_hier_out("image")
         self.message_port_register_hier_out("info")
         self.message_port_register_hier_out("pdus")
+        self.message_port_register_hier_out("snr")
         self.agc = analog.agc3_cc(AGC_ATTACK_RATE, AGC_DECAY_RATE, AGC_REFERENCE, 1.0, 1)
         if hasattr(self.agc, "set_max_gain"):
             self.agc.set_max_gain(AGC_MAX_GAIN)
@@ -75,6 +77,7 @@ class semantic_receiver(gr.hier_block2):
         self.msg_connect(self.rx, "image", self, "image")
         self.msg_connect(self.rx, "info", self, "info")
         self.msg_connect(self.demodulator, "out", self, "pdus")     # for displays (semcom_image_sink) and loggers
+        self.msg_connect(self.demodulator, "snr", self, "snr")
 
     @property
     def stats(self) -> dict:

@@ -78,8 +78,8 @@ class semantic_tx(gr.basic_block):
     key tiles on another, in the PDU metadata that packet_tx reads; one packet_rx decodes both. With
     ``adapt`` on, every new image takes the pair ``link_adaptation.segment_mcs_for_snr`` picks for the median
     of the last ``SNR_WINDOW`` estimates on message port ``snr`` (a number in dB, or a PDU whose metadata
-    has ``snr_db`` or ``snr_db_est``: connect packet_rx's or analog_rx's PDU output); until an estimate
-    arrives, the configured pair.
+    has ``snr_db`` or ``snr_db_est``: connect packet_rx's ``snr`` port, which reports every header, also
+    of payloads that failed, or analog_rx's output); until an estimate arrives, the configured pair.
 
     A symbol budget: with ``budget_symbols`` (complex channel symbols per image) or ``cbr`` (symbols per
     3 H W, the eval's convention) set, each image is planned as ``semcom eval``'s ``ours-adapt`` plans it
