@@ -2,7 +2,7 @@
 """Measure the packet error rate of every MCS on the real flowgraph and ship it as gr-semcom/per_table.json.
 
     python scripts/measure_per_table.py [--jobs 2] [--mcs qpsk-r12,...] [--out FILE]
-    python scripts/measure_per_table.py --verify [--jobs 2]
+    python scripts/measure_per_table.py --verify [--reference REV] [--jobs 2]
 
 Every MCS of semcom.radio.mcs.MCS_TABLE at every 0.5 dB from -5 to 25 dB Es/N0, for PDUs of 64 and 1000
 bytes, through packet_tx -> channel_model (AWGN, the loopback's frequency and timing offsets) ->
@@ -13,8 +13,7 @@ hash of the PHY's source; `bash .ci/run` fails when the PHY changed and this was
 ``--verify`` is for a PHY change that should not move the PER (a new message port, a counter): it
 re-measures the shipped table's steepest points, VERIFY_POINTS per MCS (where a small shift moves the PER
 the most), with the table's own seeds and counts, so that what differs is the code, not the draw (runs of
-one point with other seeds differ by more than binomial noise near the acquisition limit: whole stretches
-of a run are lost together). If every count agrees with the table's (``channel.same_error_rate``: within
+one point with other seeds differ by more than binomial noise near the acquisition limit). If every count agrees with the table's (``channel.same_error_rate``: within
 VERIFY_Z standard errors), the table gets the current PHY hash and a line in its note saying so; otherwise
 it names the points that moved and leaves the table stale. With ``--reference REV`` (the revision whose
 PHY measured the table), those points are also run on REV's PHY with the same seeds: where REV gives what
@@ -27,10 +26,10 @@ import argparse
 import json
 import multiprocessing
 import subprocess
-import tempfile
-from collections import defaultdict
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
@@ -93,22 +92,24 @@ def verify(jobs: int, reference: str | None) -> int:
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=TASKS_PER_WORKER) as pool:
         now = _point_losses(pool.imap_unordered(_run, sorted(tasks, key=_relative_cost, reverse=True)))
-    table_losses = {(name, snr_db): [round(p * n) for p, n in zip(table.curves[name].per[i], table.curves[name].sent[i])]
-                    for name, snr_db in now for i in [table.curves[name].snr_db.index(snr_db)]}
-    moved = [point for point in sorted(now) if not _agree(table_losses[point], now[point], PER_STEEP_PDUS)]
+    sent = {(name, snr_db): table.curves[name].sent[table.curves[name].snr_db.index(snr_db)] for name, snr_db in now}
+    table_losses = {point: [round(p * n) for p, n in zip(table.curves[point[0]].per[
+        table.curves[point[0]].snr_db.index(point[1])], sent[point])] for point in now}
+    moved = [point for point in sorted(now) if not _agree(table_losses[point], now[point], sent[point])]
     before = {}
     if moved and reference:
         before = _losses_on_revision(reference, table.phy_sha256, [t for t in tasks if t[:2] in moved])
     for point in sorted(now):
         name, snr_db = point
         for j, length in enumerate(PER_LENGTHS):
+            n = sent[point][j]
             note = "" if point not in moved else "  MOVED" if point not in before else \
-                f"  {reference}: {before[point][j]}/{PER_STEEP_PDUS}"
-            print(f"{name:10s} {snr_db:5.1f} dB {length:5d} B: table {table_losses[point][j]}/{PER_STEEP_PDUS}, "
-                  f"now {now[point][j]}/{PER_STEEP_PDUS}{note}")
+                f"  {reference}: {before[point][j]}/{n}"
+            print(f"{name:10s} {snr_db:5.1f} dB {length:5d} B: table {table_losses[point][j]}/{n}, "
+                  f"now {now[point][j]}/{n}{note}")
     # A point where the table's own PHY, run now, gives what the current PHY gives does not reproduce the
     # table (its run went otherwise), and says nothing against the change.
-    unreproduced = [point for point in moved if point in before and _agree(before[point], now[point], PER_STEEP_PDUS)]
+    unreproduced = [point for point in moved if point in before and _agree(before[point], now[point], sent[point])]
     moved = [point for point in moved if point not in unreproduced]
     elapsed = round(time.monotonic() - started, 1)
     if moved:
@@ -135,8 +136,9 @@ def _point_losses(results) -> dict[tuple[str, float], list[int]]:
     return dict(lost)
 
 
-def _agree(lost_a: list[int], lost_b: list[int], sent: int) -> bool:
-    return all(same_error_rate(a, sent, b, sent) for a, b in zip(lost_a, lost_b))
+def _agree(lost_a: list[int], lost_b: list[int], sent: list[int]) -> bool:
+    """Two measurements of one point, each with ``sent[j]`` PDUs of length j, agree at every length."""
+    return all(same_error_rate(a, n, b, n) for a, b, n in zip(lost_a, lost_b, sent))
 
 
 # Runs in the reference revision's tree (its semcom, not this checkout's): measure_point of each task.
