@@ -305,3 +305,66 @@ def test_rate_matching_inverts_at_every_length_and_counts_malformed_frames(fec_c
         assert kept.mean() == pytest.approx(1.0 if fec_code == "cc14" else 2 / 3, abs=0.01)
     rx._on_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_f32vector(12, np.ones(12, np.float32))))
     assert rx.malformed == 1 and not published
+
+
+def _stock_header_bits(length):
+    """The 96 header bits the stock formatter writes for a PDU of ``length`` bytes."""
+    tb = gr.top_block()
+    tag = gr.tag_utils.python_to_tag((0, pmt.intern("len"), pmt.from_long(length), pmt.PMT_NIL))
+    sink = blocks.vector_sink_b()
+    tb.connect(blocks.vector_source_b([0] * length, False, 1, [tag]),
+               packet.digital.protocol_formatter_bb(packet._header_format(), "len"), sink)
+    tb.run()
+    return np.unpackbits(np.array(sink.data(), np.uint8))
+
+
+class _chunked_source(gr.sync_block):
+    """``bits`` at most ``chunk`` per call: headers split across the parser's calls, as a scheduler may."""
+
+    def __init__(self, bits, chunk):
+        gr.sync_block.__init__(self, "chunked_source", None, [np.uint8])
+        self.bits, self.chunk, self.sent = bits, chunk, 0
+
+    def work(self, input_items, output_items):
+        n = min(len(output_items[0]), self.chunk, len(self.bits) - self.sent)
+        if n == 0:
+            return -1
+        output_items[0][:n] = self.bits[self.sent:self.sent + n]
+        self.sent += n
+        return n
+
+
+def _verdicts(parser, bits, chunk):
+    """``bits`` into ``parser`` (a header parser block), ``chunk`` per call; its 'info' messages."""
+    tb = gr.top_block()
+    store = blocks.message_debug()
+    source = _chunked_source(bits, chunk)   # a Python block needs a Python reference while it runs
+    tb.connect(source, parser)
+    tb.msg_connect(parser, "info", store, "store")
+    tb.run()
+    deadline = time.monotonic() + 5
+    while store.num_messages() < len(bits) // 96 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [store.get_message(i) for i in range(store.num_messages())]
+
+
+def test_header_parser_judges_each_header_like_the_stock_format_and_on_its_own_bits():
+    """Per header, the verdict of the stock header_format_default (3 access-code bit errors taken, 4 not,
+    the two length fields must agree); a garbage header (the access code cut at its end, as a burst far
+    too hot gives) does not spoil the next one, which left protocol_parser_b deaf for good."""
+    good = [_stock_header_bits(n) for n in (1, 300, 1500)]
+    three_off, four_off, lengths_differ = good[1].copy(), good[1].copy(), good[1].copy()
+    three_off[[0, 9, 63]] ^= 1
+    four_off[[0, 9, 30, 63]] ^= 1
+    lengths_differ[95] ^= 1
+    cut_code = np.concatenate([np.zeros(40, np.uint8), good[0][:56]])
+    frames = [*good, three_off, four_off, lengths_differ, cut_code, good[2]]
+    expected = [8 * 1, 8 * 300, 8 * 1500, 8 * 300, None, None, None, 8 * 1500]
+    for chunk in (96, 7):
+        verdicts = _verdicts(packet._header_parser(packet._header_format()), np.concatenate(frames), chunk)
+        got = [pmt.to_long(pmt.dict_ref(v, pmt.intern(packet.PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL))
+               if pmt.is_dict(v) else None for v in verdicts]
+        assert got == expected
+    stock = _verdicts(packet.digital.protocol_parser_b(packet._header_format()), np.concatenate(good), 96)
+    assert [pmt.to_long(pmt.dict_ref(v, pmt.intern(packet.PAYLOAD_SYMBOLS_TAG), pmt.PMT_NIL))
+            for v in stock if pmt.is_dict(v)] == expected[:3]

@@ -108,6 +108,10 @@ BURST_TAIL_MARGIN_SYMBOLS = 512  # extra silence after each burst, on top of the
 # The receiver of every mode (issue #14) has no FLL: it would sit ahead of the shared correlator.
 CLOCK_LOOP_BW = 2 * math.pi / 400
 CLOCK_MAX_DEVIATION = 1.5
+# Samples into the clock recovery are limited to this magnitude (packet_tx sends about unit RMS, peaks
+# below 2): pfb_clock_sync_ccf's phase step grows with the square of the level, and a burst 16 dB too
+# hot made it emit 5 symbols per input sample and stall (tests/test_rx_impairments.py, hot burst).
+CLOCK_SYNC_MAX_AMPLITUDE = 4.0
 # Soft decisions come from a look-up table built for this noise power: the default (1.0, far above
 # any usable SNR) makes 16-QAM's inner-bit LLRs so flat that noise flips their sign although the
 # symbol decision is right. The LLRs are then scaled and clipped to +-1: gr-fec's async decoders
@@ -422,8 +426,13 @@ class _payload_check(gr.basic_block):
 class _correlator_peak_filter(gr.sync_block):
     """Samples through unchanged, ``window`` samples late; of the correlator's tags (corr_est, time_est,
     phase_est at one offset) it keeps only those whose corr_est is the largest within ``window``
-    samples either side: one tag set per access code. Other tags pass (``window`` samples late too,
-    like the samples). ``dropped`` counts the tag sets removed.
+    samples either side: one tag set per access code. ``dropped`` counts the tag sets removed.
+    Samples above CLOCK_SYNC_MAX_AMPLITUDE leave limited to it (phase kept).
+
+    Every other tag is dropped: nothing after it reads them, and the correlator's corr_start and
+    amp_est come at every sample above the threshold. A burst far above the level packet_tx sends
+    (an AGC's first gain, set from noise) put one on every other sample, and pfb_clock_sync_ccf then
+    stopped consuming input for good with both cores busy (tests/test_rx_impairments.py, hot burst).
 
     It also drops a tag set that follows a kept, at least as strong one by at most ``holdoff`` samples:
     the correlator only sees the access code's first 192 symbols, which with a repetition-9 header are
@@ -453,6 +462,10 @@ class _correlator_peak_filter(gr.sync_block):
         out = output_items[0]
         n = len(out)
         out[:] = input_items[0][:n]
+        magnitude = np.abs(out)
+        hot = magnitude > CLOCK_SYNC_MAX_AMPLITUDE
+        if hot.any():
+            out[hot] *= CLOCK_SYNC_MAX_AMPLITUDE / magnitude[hot]
         read = self.nitems_read(0)     # input_items[0][window] is this sample: the first new one
         for tag in self.get_tags_in_range(0, read, read + n):
             self._pending.append(tag)
@@ -464,16 +477,17 @@ class _correlator_peak_filter(gr.sync_block):
             if tag.offset >= written_end:
                 waiting.append(tag)
                 continue
-            if tag.key in self._keys:
-                value = next((v for o, v in self._peaks if o == tag.offset), None)
-                shadowed = any(o < tag.offset <= o + self.holdoff and v >= value for o, v in self._kept) \
-                    if value is not None else False
-                if value is None or not self._strongest(tag.offset, value) or shadowed:
-                    self.dropped += tag.key == self._peak_key
-                    continue
-                if tag.key == self._peak_key:
-                    self._kept = [(o, v) for o, v in self._kept if o + self.holdoff >= tag.offset]
-                    self._kept.append((tag.offset, value))
+            if tag.key not in self._keys:
+                continue
+            value = next((v for o, v in self._peaks if o == tag.offset), None)
+            shadowed = any(o < tag.offset <= o + self.holdoff and v >= value for o, v in self._kept) \
+                if value is not None else False
+            if value is None or not self._strongest(tag.offset, value) or shadowed:
+                self.dropped += tag.key == self._peak_key
+                continue
+            if tag.key == self._peak_key:
+                self._kept = [(o, v) for o, v in self._kept if o + self.holdoff >= tag.offset]
+                self._kept.append((tag.offset, value))
             self.add_item_tag(0, tag.offset + self.window, tag.key, tag.value, tag.srcid)
         self._pending = waiting
         self._peaks = [(o, v) for o, v in self._peaks if o >= written_end - 2 * self.window]
@@ -792,6 +806,44 @@ class packet_tx(releasable_hier_block2):
         return chain
 
 
+class _header_parser(gr.sync_block):
+    """Decoded header bits -> one verdict per header on 'info': the stock header_format_default's dict
+    ("payload symbols" = 8 x the 16-bit length) when the access code matches within
+    ACCESS_CODE_THRESHOLD bits and the two length fields agree, else #f.
+
+    It replaces protocol_parser_b, whose format searches for the access code across calls and keeps
+    that state: after the garbage headers of a burst far above the expected level (16 dB hot, as an
+    AGC's first gain from noise delivers), its reads ran ahead of its input (nitems_read 5e8 behind 96
+    bits written), no header was parsed again and the receiver stayed deaf with a core busy. Here
+    every header is judged on its own bits: the demux cut them at the access code already."""
+
+    def __init__(self, header_format):
+        gr.sync_block.__init__(self, "semcom_header_parser", [np.uint8], None)
+        self.header_bits = header_format.header_nbits()
+        code = np.array([int(b) for b in ACCESS_CODE], np.uint8)
+        self._code = code
+        self._pending = np.zeros(0, np.uint8)
+        self.message_port_register_out(pmt.intern("info"))
+
+    def _verdict(self, bits):
+        n = len(self._code)
+        if int(np.count_nonzero(bits[:n] != self._code)) > ACCESS_CODE_THRESHOLD:
+            return pmt.PMT_F
+        weights = 1 << np.arange(15, -1, -1)
+        first, second = (int(bits[n + 16 * i:n + 16 * (i + 1)] @ weights) for i in range(2))
+        if first != second:
+            return pmt.PMT_F
+        return pmt.dict_add(pmt.make_dict(), pmt.intern(PAYLOAD_SYMBOLS_TAG), pmt.from_long(8 * first))
+
+    def work(self, input_items, output_items):
+        bits = np.concatenate([self._pending, input_items[0] & 1])
+        whole = len(bits) - len(bits) % self.header_bits
+        for start in range(0, whole, self.header_bits):
+            self.message_port_pub(pmt.intern("info"), self._verdict(bits[start:start + self.header_bits]))
+        self._pending = bits[whole:].copy()
+        return len(input_items[0])
+
+
 class _header_guard(gr.basic_block):
     """Parsed headers -> what the demux needs: the announced mode (MCS_KEY) and its "payload symbols".
 
@@ -1010,7 +1062,7 @@ class _rx_branch:
         self.header_decoder = fec.decoder(
             fec.repetition_decoder.make(hdr_format.header_nbits(), rx.repetition, 0.5),
             gr.sizeof_float, gr.sizeof_char)
-        self.parser = digital.protocol_parser_b(hdr_format)
+        self.parser = _header_parser(hdr_format)
         rx.connect((self.demux, 0), self.header_snr, self.header_soft, self.header_decoder, self.parser)
         self.guard = _header_guard(rx.mtu_bytes, modulation, snr_cell)
         rx.msg_connect(self.parser, "info", self.guard, "in")
