@@ -12,7 +12,7 @@ a USRP/HackRF would overflow and drop samples. Reported per rate:
 
 Then, unthrottled, the maximum rate of the whole chain and of its parts, to say where the time goes.
 
-    python benchmarks/stream_throughput.py [--seconds 10] [--rates 1e6,10e6] [--images 6]
+    python benchmarks/stream_throughput.py [--seconds 10] [--rates 1e6,10e6] [--images 6] [--agc on,off]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from semcom.constants import LOOPBACK_FREQUENCY_OFFSET, LOOPBACK_TIMING_OFFSET  
 from semcom.codec.imageio import load_image
 from semcom.paths import bundled_photos
 from semcom.radio import packet
-from semcom.radio.receiver import semantic_receiver
+from semcom.radio.receiver import AGC_ATTACK_RATE, AGC_DECAY_RATE, AGC_REFERENCE, semantic_receiver
 from semcom.radio.semantic_tx import semantic_tx
 from semcom.radio.stream import bursts_to_stream
 from semcom.worker import WorkerClient, WorkerTimeout
@@ -91,11 +91,11 @@ def start_worker(endpoint: str) -> subprocess.Popen:
     return process
 
 
-def throttled_run(samples: np.ndarray, n_pdus: int, rate: float, seconds: float, endpoint: str) -> dict:
+def throttled_run(samples: np.ndarray, n_pdus: int, rate: float, seconds: float, endpoint: str, agc: bool) -> dict:
     tb = gr.top_block()
     source = blocks.vector_source_c(samples.tolist(), True)
     throttle = blocks.throttle(gr.sizeof_gr_complex, rate)
-    rx = semantic_receiver(endpoint=endpoint, timeout_s=0.5)
+    rx = semantic_receiver(endpoint=endpoint, timeout_s=0.5, agc=agc)
     tb.connect(source, throttle, rx)
     tb.connect((rx, 0), blocks.null_sink(gr.sizeof_gr_complex))
     tb.connect((rx, 1), blocks.null_sink(gr.sizeof_gr_complex))
@@ -108,7 +108,7 @@ def throttled_run(samples: np.ndarray, n_pdus: int, rate: float, seconds: float,
     tb.stop()
     tb.wait()
     target = rate * elapsed
-    return {"rate": rate, "elapsed_s": elapsed, "achieved": consumed / elapsed,
+    return {"rate": rate, "agc": agc, "elapsed_s": elapsed, "achieved": consumed / elapsed,
             "pdus_on_air": int(consumed // len(samples) * n_pdus + min(n_pdus, n_pdus * (consumed % len(samples)) / len(samples))),
             "behind_pct": max(0.0, 100 * (target - consumed) / target), "stats": stats}
 
@@ -132,6 +132,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="throttled run length per rate")
     parser.add_argument("--rates", default="1e6,10e6", help="comma-separated sample rates, S/s")
     parser.add_argument("--images", type=int, default=6, help="images in the looped recording")
+    parser.add_argument("--agc", default="on,off", help="throttled runs with the receiver's AGC on and/or off "
+                        "(the recording is at packet_tx's level, so both are fair; same recording for all)")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -142,7 +144,8 @@ def main() -> int:
     endpoint = free_endpoint()
     worker = start_worker(endpoint)
     try:
-        runs = [throttled_run(samples, n_pdus, float(r), args.seconds, endpoint) for r in args.rates.split(",")]
+        runs = [throttled_run(samples, n_pdus, float(r), args.seconds, endpoint, agc == "on")
+                for r in args.rates.split(",") for agc in args.agc.split(",")]
     finally:
         worker.terminate()
         worker.wait(timeout=20)
@@ -154,7 +157,7 @@ def main() -> int:
         return rx, rx, 2
 
     def agc_only():
-        agc = analog.agc3_cc(1e-2, 1e-4, 1.0, 1.0, 1)
+        agc = analog.agc3_cc(AGC_ATTACK_RATE, AGC_DECAY_RATE, AGC_REFERENCE, 1.0, 1)
         return agc, agc, 1
 
     def packet_rx_only():
@@ -169,11 +172,11 @@ def main() -> int:
           f"Python {platform.python_version()}, GNU Radio {gr.version()}, load average {load[0]:.1f} at the end "
           f"(shared machine). QPSK, CC r=1/2, 2 samples/symbol, {SNR_DB:g} dB Es/N0, {args.seconds:g} s per rate; "
           "frames decoded by a `semcom worker` process (1 thread).\n")
-    print("| target rate | achieved S/s | behind (would be dropped) | PDUs on air (approx.) | packets OK | headers | images decoded |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| target rate | AGC | achieved S/s | behind (would be dropped) | PDUs on air (approx.) | packets OK | headers | images decoded |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         s = run["stats"]
-        print(f"| {run['rate'] / 1e6:g} MS/s | {run['achieved'] / 1e6:.3f} M | {run['behind_pct']:.1f}% | "
+        print(f"| {run['rate'] / 1e6:g} MS/s | {'on' if run['agc'] else 'off'} | {run['achieved'] / 1e6:.3f} M | {run['behind_pct']:.1f}% | "
               f"{run['pdus_on_air']} | {s['packets_ok']} | {s['headers_detected']} | {s['images_out']} |")
     print("\n| unthrottled (where the time goes) | max S/s |")
     print("|---|---:|")
